@@ -1,0 +1,174 @@
+"""The `autopilot` command line: a thin Typer layer over the Python API.
+
+Every command turns a project error (`AutopilotError`) into one line on stderr and a non-zero exit;
+anything else escaping is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from autopilot.errors import AutopilotError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unattended PPO training with a lab notebook.")
+console = Console()
+err_console = Console(stderr=True)
+
+WorkdirOpt = typer.Option(Path("workspace"), "--workdir", "-w", help="The workspace folder.")
+SetOpt = typer.Option(None, "--set", help="Override a key: --set train.ent_coef=0.05 (repeatable).")
+
+
+def _guarded(fn):
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AutopilotError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _overrides(override_file: Path | None, sets: list[str] | None) -> dict[str, Any]:
+    from autopilot.config.load import read_json_file
+    from autopilot.config.overrides import flatten, parse_assignment
+    from autopilot.errors import ConfigError
+
+    merged: dict[str, Any] = {}
+    if override_file is not None:
+        data = read_json_file(override_file, "override")
+        if not isinstance(data, dict):
+            raise ConfigError(f"override {override_file} must be a JSON object of dotted keys, e.g. "
+                              f'{{"train.ent_coef": 0.05}}')
+        merged.update(flatten(data))
+    for item in sets or []:
+        key, value = parse_assignment(item)
+        merged[key] = value
+    return merged
+
+
+@app.command()
+@_guarded
+def validate(
+    config: Path = typer.Argument(..., help="A JSON or PufferLib .ini config, or a profile name (quick, full)."),
+    override: Optional[Path] = typer.Option(None, "--override", help="A JSON file of dotted-key overrides."),
+    set_: Optional[list[str]] = SetOpt,
+    sps: Optional[float] = typer.Option(None, "--sps", help="Recent SPS, to check the wall-time budget."),
+) -> None:
+    """Check a config against every invariant; print each check and the derived batch arithmetic."""
+    from autopilot.config import check_config, derive_batch, load_config
+
+    cfg = load_config(config, _overrides(override, set_))
+    checks = check_config(cfg, sps=sps)
+    for check in checks:
+        style = {"ok": "green", "fail": "red", "skip": "dim"}[check.status]
+        console.print(f"[{style}]{check.line()}[/]", highlight=False)
+    failed = [v for c in checks for v in c.violations]
+    if failed:
+        for v in failed:
+            err_console.print(f"[bold red]error:[/] {v}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    console.print(f"derived batch: {derive_batch(cfg)}", highlight=False)
+
+
+@app.command()
+@_guarded
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Config file or profile name."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Folder for train.log, metrics.jsonl, summary."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint to continue from (true resume)."),
+    set_: Optional[list[str]] = SetOpt,
+    dashboard: Optional[bool] = typer.Option(None, "--dashboard/--no-dashboard", help="Default: when a terminal."),
+) -> None:
+    """Train one run with the built-in PPO trainer."""
+    from autopilot.config import ensure_valid, load_config
+    from autopilot.trainer.train import train as train_run
+
+    cfg = ensure_valid(load_config(config, _overrides(None, set_)))
+    summary = train_run(cfg, run_dir, resume=resume, dashboard=dashboard)
+    console.print(f"run {summary.run_id}: {summary.status}; summary in {run_dir / 'trainer_summary.json'}")
+    if summary.status not in ("completed", "interrupted"):
+        raise typer.Exit(2)
+
+
+@app.command()
+@_guarded
+def init(workdir: Path = WorkdirOpt) -> None:
+    """Create a workspace: configs/, proposals/, runs/, models/, journal/."""
+    from autopilot.loop.workspace import init_workspace
+
+    ws = init_workspace(workdir)
+    console.print(f"workspace ready at {ws.root}")
+
+
+@app.command()
+@_guarded
+def run(
+    runs: int = typer.Option(3, "--runs", "-n", min=1, help="Training runs to do in this session."),
+    mode: str = typer.Option("quick", "--mode", help="Base profile: quick or full."),
+    advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config."),
+    workdir: Path = WorkdirOpt,
+    until: Optional[str] = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
+    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Run the loop: train, diagnose, propose, guard, record; N times."""
+    from autopilot.loop.runner import run_loop
+
+    code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
+                    budget_minutes=budget_minutes, base_overrides=_overrides(None, set_), console=console)
+    raise typer.Exit(code)
+
+
+@app.command()
+@_guarded
+def diagnose(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/<run_id>)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable findings."),
+) -> None:
+    """Diagnose one run's health (with trends from the ledger around it)."""
+    from autopilot.loop.commands import diagnose_command
+
+    diagnose_command(run_dir, as_json=as_json, console=console)
+
+
+@app.command()
+@_guarded
+def propose(workdir: Path = WorkdirOpt, advisor: str = typer.Option("rules", "--advisor")) -> None:
+    """Diagnose the latest run of a ledger and stage the next proposal and its notes."""
+    from autopilot.loop.commands import propose_command
+
+    propose_command(workdir, advisor=advisor, console=console)
+
+
+@app.command()
+@_guarded
+def apply(proposal: Path = typer.Argument(..., help="A JSON proposal of dotted keys."), workdir: Path = WorkdirOpt) -> None:
+    """Validate a hand-written proposal and stage it as proposals/next_config.json."""
+    from autopilot.loop.commands import apply_command
+
+    apply_command(proposal, workdir, console=console)
+
+
+@app.command()
+@_guarded
+def status(workdir: Path = WorkdirOpt) -> None:
+    """A table of runs: id, status, changed knobs, objective, best marker."""
+    from autopilot.loop.commands import status_command
+
+    status_command(workdir, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

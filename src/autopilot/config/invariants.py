@@ -1,0 +1,218 @@
+"""The trainer's invariants, checked before every launch, by `autopilot validate`, and on every proposal.
+
+Each check yields a `Check` (✓/✗/–) and, when it fails, violations that name the key, the value, the
+rule and a valid alternative. Batch sizes are derived (`"auto"`), never guessed: the segments rule is
+`batch_size = agents × bptt_horizon`, `agents = vec.num_envs × agents per env object`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from autopilot.config.model import Config
+from autopilot.config.overrides import flatten
+from autopilot.envs.registry import agents_factors, agents_per_env
+from autopilot.errors import ConfigError
+from autopilot.space import SearchSpace, fmt_num
+
+Status = Literal["ok", "fail", "skip"]
+MARK = {"ok": "✓", "fail": "✗", "skip": "–"}
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def line(self) -> str:
+        return f"{MARK[self.status]} {self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class BatchArithmetic:
+    factors: list[int]  # env factors..., vec.num_envs, bptt
+    batch: int
+
+    def __str__(self) -> str:
+        return "×".join(str(f) for f in self.factors) + f" = {self.batch:,}"
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0] if n > 0 else []
+
+
+def derive_batch(cfg: Config) -> BatchArithmetic:
+    factors = agents_factors(cfg.env_name, cfg.env) + [cfg.vec.num_envs, cfg.train.bptt_horizon]
+    batch = 1
+    for f in factors:
+        batch *= f
+    return BatchArithmetic(factors, batch)
+
+
+def derive_minibatch_size(batch: int, bptt: int, max_minibatch: int) -> int:
+    """The largest minibatch that divides the batch, is whole segments, and gives ≥4 minibatches
+    when the batch allows it (one giant minibatch per epoch is a weak default for PPO)."""
+    target = min(max_minibatch, batch // 4) if batch // 4 >= bptt else min(max_minibatch, batch)
+    best = bptt
+    segments = batch // bptt if bptt else 0
+    for d in divisors(segments):
+        m = d * bptt
+        if m <= target:
+            best = max(best, m)
+    return best
+
+
+def resolve_config(cfg: Config) -> Config:
+    """A copy with the derivable values filled in (`batch_size` and `minibatch_size` from "auto")."""
+    out = cfg.model_copy(deep=True)
+    if cfg.train.batch_size == "auto":
+        out.train.batch_size = derive_batch(cfg).batch
+    if cfg.train.minibatch_size == "auto":
+        out.train.minibatch_size = derive_minibatch_size(
+            int(out.train.batch_size), cfg.train.bptt_horizon, cfg.train.max_minibatch_size
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+def _check_ranges(cfg: Config, space: SearchSpace) -> Check:
+    flat = flatten(cfg.model_dump(exclude={"sweep"}))
+    bad = []
+    for key, value in flat.items():
+        spec = space.get(key)
+        if spec is None or spec.contains(value):
+            continue
+        bad.append(
+            f"{key}={fmt_num(value)} is outside its range {spec.describe()} (rule: every value inside its "
+            f"range); use e.g. {fmt_num(spec.clamp(value))}"
+        )
+    n = sum(1 for k in flat if k in space)
+    return Check("ranges", "fail" if bad else "ok", f"{n - len(bad)}/{n} values inside their ranges", bad)
+
+
+def _check_divisibility(cfg: Config) -> Check:
+    ne, nw = cfg.vec.num_envs, cfg.vec.num_workers
+    if ne < 1 or nw < 1:
+        return Check("divisibility", "skip", "needs positive vec.num_envs and vec.num_workers")
+    if ne % nw == 0:
+        return Check("divisibility", "ok", f"vec.num_envs % vec.num_workers = {ne} % {nw} = 0")
+    msg = (f"vec.num_workers={nw} does not divide vec.num_envs={ne} (rule: vec.num_envs % vec.num_workers == 0); "
+           f"use one of {', '.join(str(d) for d in divisors(ne))}")
+    return Check("divisibility", "fail", f"{ne} % {nw} = {ne % nw} ≠ 0", [msg])
+
+
+def _check_segments(cfg: Config) -> tuple[Check, BatchArithmetic | None]:
+    try:
+        arith = derive_batch(cfg)
+    except (ConfigError, ValueError, TypeError) as exc:
+        return Check("segments", "skip", f"cannot derive the batch: {exc}"), None
+    bs = cfg.train.batch_size
+    if bs == "auto" or bs == arith.batch:
+        how = "derived" if bs == "auto" else "matches"
+        return Check("segments", "ok", f"batch = agents × bptt = {arith} ({how})"), arith
+    msg = (f"train.batch_size={bs} breaks the segments rule batch = agents × bptt = {arith} "
+           f"(agents = {arith.batch // cfg.train.bptt_horizon:,}); use {arith.batch} or \"auto\"")
+    return Check("segments", "fail", f"{bs:,} ≠ {arith}", [msg]), arith
+
+
+def _check_minibatch(cfg: Config, batch: int | None) -> Check:
+    t = cfg.train
+    if batch is None:
+        return Check("minibatch", "skip", "no batch size to check against")
+    bptt, mmb = t.bptt_horizon, t.max_minibatch_size
+    mb = derive_minibatch_size(batch, bptt, mmb) if t.minibatch_size == "auto" else t.minibatch_size
+    valid = [d * bptt for d in divisors(batch // bptt)] if bptt > 0 and batch % bptt == 0 else []
+    hint = ", ".join(f"{v:,}" for v in valid[-6:]) if valid else "\"auto\""
+    bad = []
+    if mb < 1 or mb > batch:
+        bad.append(f"train.minibatch_size={mb} must be ≤ train.batch_size={batch} (rule: minibatch ≤ batch); "
+                   f"use one of {hint}")
+    elif batch % mb:
+        bad.append(f"train.minibatch_size={mb} does not divide train.batch_size={batch} "
+                   f"(rule: batch % minibatch == 0); use one of {hint}")
+    if mb >= 1 and bptt >= 1 and mb % bptt:
+        bad.append(f"train.minibatch_size={mb} is not whole segments of train.bptt_horizon={bptt} "
+                   f"(rule: minibatch % bptt == 0); use one of {hint}")
+    if mb > mmb >= 1 and (mb % mmb or mmb % bptt):
+        bad.append(f"train.max_minibatch_size={mmb} does not split train.minibatch_size={mb} into whole chunks "
+                   f"of segments (rule: minibatch % max_minibatch == 0 and max_minibatch % bptt == 0); "
+                   f"use {mb} or one of {', '.join(str(v) for v in valid if mb % v == 0 and v < mb)[-60:] or mb}")
+    chunks = max(1, -(-mb // mmb)) if mmb >= 1 else 1
+    detail = f"minibatch {mb:,} of batch {batch:,}" + (f", accumulated in {chunks} chunks" if chunks > 1 else "")
+    return Check("minibatch", "fail" if bad else "ok", detail, bad)
+
+
+def _check_timesteps(cfg: Config, batch: int | None) -> Check:
+    if batch is None:
+        return Check("timesteps", "skip", "no batch size to check against")
+    tt = cfg.train.total_timesteps
+    if tt >= batch:
+        return Check("timesteps", "ok", f"total_timesteps {tt:,} ≥ batch {batch:,} ({tt // batch:,} epochs)")
+    msg = (f"train.total_timesteps={tt} is below one batch of {batch} (rule: total_timesteps ≥ batch_size); "
+           f"use at least {batch}")
+    return Check("timesteps", "fail", f"{tt:,} < {batch:,}", [msg])
+
+
+def _check_device(cfg: Config) -> Check:
+    dev = cfg.train.device
+    if dev in ("cpu", "auto"):
+        return Check("device", "ok", f"{dev} is available")
+    import torch  # deferred: validation of a cpu config should not pay for importing torch
+
+    available = {"cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if available.get(dev):
+        return Check("device", "ok", f"{dev} is available")
+    msg = (f"train.device={dev} is not available on this machine (rule: the device must exist); "
+           f"use cpu, or auto to take the best available")
+    return Check("device", "fail", f"{dev} not found", [msg])
+
+
+def _check_runtime(cfg: Config, sps: float | None) -> Check:
+    budget = cfg.autopilot.max_run_seconds
+    if not sps or sps <= 0:
+        return Check("runtime", "skip", f"no measured SPS yet; budget {budget:,.0f}s")
+    est = cfg.train.total_timesteps / sps
+    if est <= budget:
+        return Check("runtime", "ok", f"est. {cfg.train.total_timesteps:,} / {sps:,.0f} SPS = {est:,.0f}s ≤ {budget:,.0f}s")
+    fit = int(sps * budget)
+    msg = (f"train.total_timesteps={cfg.train.total_timesteps} needs about {est:,.0f}s at {sps:,.0f} SPS, over "
+           f"autopilot.max_run_seconds={budget:,.0f} (rule: estimated wall time fits the budget); "
+           f"use at most {fit}")
+    return Check("runtime", "fail", f"est. {est:,.0f}s > {budget:,.0f}s", [msg])
+
+
+def check_config(cfg: Config, space: SearchSpace | None = None, *, sps: float | None = None) -> list[Check]:
+    """Run every invariant; never raises for a rule violation (see `ensure_valid`)."""
+    from autopilot.config.load import config_space
+
+    space = space if space is not None else config_space(cfg)
+    checks = [_check_ranges(cfg, space), _check_divisibility(cfg)]
+    seg, arith = _check_segments(cfg)
+    checks.append(seg)
+    batch = (arith.batch if cfg.train.batch_size == "auto" else int(cfg.train.batch_size)) if arith else None
+    if batch is not None and batch < 1:
+        batch = None
+    checks += [_check_minibatch(cfg, batch), _check_timesteps(cfg, batch), _check_device(cfg),
+               _check_runtime(cfg, sps)]
+    return checks
+
+
+def ensure_valid(cfg: Config, space: SearchSpace | None = None, *, sps: float | None = None) -> Config:
+    """Raise `ConfigError` listing every violation; return the resolved config when all rules hold."""
+    checks = check_config(cfg, space, sps=sps)
+    violations = [v for c in checks for v in c.violations]
+    if violations:
+        raise ConfigError(violations)
+    return resolve_config(cfg)
+
+
+def agents_total(cfg: Config) -> int:
+    return agents_per_env(cfg.env_name, cfg.env) * cfg.vec.num_envs

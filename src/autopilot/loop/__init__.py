@@ -1,0 +1,1 @@
+"""The autopilot loop: ledger, diagnosis, advisors, guard, notes, and the runner that ties them."""
