@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from functools import wraps
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -58,9 +58,9 @@ def _overrides(override_file: Path | None, sets: list[str] | None) -> dict[str, 
 @_guarded
 def validate(
     config: Path = typer.Argument(..., help="A JSON or PufferLib .ini config, or a profile name (quick, full)."),
-    override: Optional[Path] = typer.Option(None, "--override", help="A JSON file of dotted-key overrides."),
-    set_: Optional[list[str]] = SetOpt,
-    sps: Optional[float] = typer.Option(None, "--sps", help="Recent SPS, to check the wall-time budget."),
+    override: Path | None = typer.Option(None, "--override", help="A JSON file of dotted-key overrides."),
+    set_: list[str] | None = SetOpt,
+    sps: float | None = typer.Option(None, "--sps", help="Recent SPS, to check the wall-time budget."),
 ) -> None:
     """Check a config against every invariant; print each check and the derived batch arithmetic."""
     from autopilot.config import check_config, derive_batch, load_config
@@ -83,9 +83,9 @@ def validate(
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Config file or profile name."),
     run_dir: Path = typer.Option(..., "--run-dir", help="Folder for train.log, metrics.jsonl, summary."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint to continue from (true resume)."),
-    set_: Optional[list[str]] = SetOpt,
-    dashboard: Optional[bool] = typer.Option(None, "--dashboard/--no-dashboard", help="Default: when a terminal."),
+    resume: str | None = typer.Option(None, "--resume", help="Checkpoint to continue from (true resume)."),
+    set_: list[str] | None = SetOpt,
+    dashboard: bool | None = typer.Option(None, "--dashboard/--no-dashboard", help="Default: when a terminal."),
 ) -> None:
     """Train one run with the built-in PPO trainer."""
     from autopilot.config import ensure_valid, load_config
@@ -115,9 +115,9 @@ def run(
     mode: str = typer.Option("quick", "--mode", help="Base profile: quick or full."),
     advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config."),
     workdir: Path = WorkdirOpt,
-    until: Optional[str] = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
-    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
-    set_: Optional[list[str]] = SetOpt,
+    until: str | None = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
+    set_: list[str] | None = SetOpt,
 ) -> None:
     """Run the loop: train, diagnose, propose, guard, record; N times."""
     from autopilot.loop.runner import run_loop

@@ -140,10 +140,12 @@ def _check_minibatch(cfg: Config, batch: int | None) -> Check:
     if mb >= 1 and bptt >= 1 and mb % bptt:
         bad.append(f"train.minibatch_size={mb} is not whole segments of train.bptt_horizon={bptt} "
                    f"(rule: minibatch % bptt == 0); use one of {hint}")
-    if mb > mmb >= 1 and (mb % mmb or mmb % bptt):
+    if not bad and mb > mmb >= 1 and (mb % mmb or mmb % bptt):
+        chunk_sizes = [v for v in valid if mb % v == 0 and v <= mmb]
+        alt = f"max_minibatch_size {chunk_sizes[-1]}" if chunk_sizes else f"max_minibatch_size {mb}"
         bad.append(f"train.max_minibatch_size={mmb} does not split train.minibatch_size={mb} into whole chunks "
                    f"of segments (rule: minibatch % max_minibatch == 0 and max_minibatch % bptt == 0); "
-                   f"use {mb} or one of {', '.join(str(v) for v in valid if mb % v == 0 and v < mb)[-60:] or mb}")
+                   f"use {alt} (or max_minibatch_size ≥ {mb} for no accumulation)")
     chunks = max(1, -(-mb // mmb)) if mmb >= 1 else 1
     detail = f"minibatch {mb:,} of batch {batch:,}" + (f", accumulated in {chunks} chunks" if chunks > 1 else "")
     return Check("minibatch", "fail" if bad else "ok", detail, bad)
