@@ -99,7 +99,7 @@ class KnobTrend(BaseModel):
     points: list[dict[str, Any]] = Field(default_factory=list)  # {"run_id", "value", "score"}
     best_value: Any = None
     best_score: float | None = None
-    direction: str = ""  # "higher is better" | "lower is better" | "mixed" | "flat"
+    direction: str = ""  # "higher is better" | "lower is better" | "mixed" | "flat" | "confounded"
 
 
 class Proposal(BaseModel):
@@ -124,6 +124,23 @@ class Proposal(BaseModel):
         return out
 
 
+class NoiseBand(BaseModel):
+    """How far apart two scores must be before the difference counts (objective units).
+
+    Measured from seed repeats (runs whose configs differ only in train.seed) when the ledger has
+    them; otherwise a stated default. `value` is the band in force either way.
+    """
+
+    value: float
+    measured: bool = False
+    groups: int = 0  # seed-repeat groups used
+    runs: int = 0  # runs in those groups
+    detail: str = ""  # how it was obtained, with the arithmetic
+
+    def text(self) -> str:
+        return f"±{self.value:.4g} ({self.detail})"
+
+
 class AdvisorContext(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -132,8 +149,12 @@ class AdvisorContext(BaseModel):
     trends: list[KnobTrend]
     space: dict[str, Any]  # SearchSpace
     base_config: Config  # the latest run's full config (what a proposal changes)
-    best: RunRecord | None = None
-    noise_band: float | None = None
+    best: RunRecord | None = None  # the trusted best run (never suspect), for comparisons and reverts
+    best_resumable: bool = True  # False when the best pointer (models/best.pt) is missing or suspect
+    noise_band: float | None = None  # the band in force (measured or assumed), objective units
+    noise: NoiseBand | None = None  # the band with how it was obtained
+    objective: str = "success_rate"
+    sps: float | None = None  # recent measured SPS (runtime budget)
     remaining_runs: int | None = None
     remaining_seconds: float | None = None
     seed: int = 0

@@ -1,0 +1,213 @@
+import pytest
+from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid
+
+from autopilot.config.load import config_space
+from autopilot.errors import ConfigError
+from autopilot.loop.advisors import Advisor, available_advisors, get_advisor, register_advisor
+from autopilot.loop.diagnose import diagnose
+from autopilot.loop.guard import TRUST, guard
+from autopilot.loop.records import AdvisorContext, NoiseBand, Proposal
+from autopilot.loop.sanity import best_of
+from autopilot.loop.trends import knob_trends, noise_band
+
+SPS = 125_000.0
+
+
+def context(history, *, band=None, best="auto", seed=0, remaining_runs=None, sps=SPS, best_resumable=True):
+    best = best_of(history, "success_rate") if best == "auto" else best
+    noise = band if band is not None else noise_band(history, "success_rate", reference=best and best.score)
+    space = config_space(history[-1].config)
+    return AdvisorContext(history=history, findings=diagnose(history, best=best, noise=noise),
+                          trends=knob_trends(history, space, "success_rate", anchor=best, band=noise.value),
+                          space=space, base_config=history[-1].config, best=best, noise_band=noise.value,
+                          noise=noise, sps=sps, remaining_runs=remaining_runs, seed=seed,
+                          best_resumable=best_resumable)
+
+
+def accepted(ctx, proposal):
+    v = guard(proposal, base=ctx.base_config, history=ctx.history, space=ctx.space, sps=ctx.sps, best=ctx.best)
+    assert v.accepted, v.reasons
+    return v
+
+
+def rules(ctx):
+    return get_advisor("rules").propose(ctx)
+
+
+# -- registry ------------------------------------------------------------------------------------------
+def test_registry_builtins_and_plugins():
+    assert {"rules", "random"} <= set(available_advisors())
+    assert get_advisor("rules").name == "rules"
+
+    @register_advisor("test-constant")
+    class Constant(Advisor):
+        def propose(self, ctx):
+            return Proposal(advisor=self.name, changes={"train.gamma": 0.98})
+
+    adv = get_advisor("test-constant")
+    assert isinstance(adv, Constant) and adv.name == "test-constant"
+    assert "test-constant" in available_advisors()
+    register_advisor("test-factory", lambda: Constant())
+    assert get_advisor("test-factory").propose(None).changes == {"train.gamma": 0.98}
+    with pytest.raises(ConfigError, match="advisor 'nope' is not registered; use one of .*rules"):
+        get_advisor("nope")
+
+
+# -- rules: findings → moves -----------------------------------------------------------------------
+def test_tiny_updates_and_high_entropy_lower_ent_coef_and_raise_epochs():
+    hist = [make_record(rid(0), {"train.ent_coef": 0.12}, metrics={"success_rate": 0.0}, trainer=SEEDS_TRAINER)]
+    ctx = context(hist)
+    p = rules(ctx)
+    assert p.changes["train.ent_coef"] < 0.12 and p.changes["train.update_epochs"] > 12
+    assert set(p.changes) == {"train.ent_coef", "train.update_epochs"}  # max_knobs = 2, one per finding first
+    for key, new in p.changes.items():
+        assert TRUST.allows(ctx.space[key], ctx.base_config.model_dump()["train"][key.split(".")[1]], new)
+    assert (p.resume_mode, p.resume_from) == ("continue", "latest")
+    v = accepted(ctx, p)
+    assert v.config.train.batch_size == 28_672 and all(c.ok for c in v.checks)
+    assert any("no trend evidence yet: one ×0.5 step" in r for r in p.rationale)
+    assert any("approx_kl 0.0002 < 0.001" in r for r in p.rationale)
+
+
+def test_regression_reverts_ent_coef_to_best_and_resumes_from_best():
+    hist = ent_coef_ledger()
+    ctx = context(hist)
+    p = rules(ctx)
+    assert p.changes["train.ent_coef"] == 0.01 and p.changes["train.learning_rate"] == 0.002
+    assert (p.resume_mode, p.resume_from, p.save_strategy) == ("continue", "best", "best")
+    assert "revert to best" in p.headline
+    assert any("back to best run" in r and "0.31" in r for r in p.rationale)
+    accepted(ctx, p)
+
+
+def _entropy_high(i, ent, score, **over):
+    return make_record(rid(i), {"train.ent_coef": ent, **over}, metrics={"success_rate": score},
+                       trainer={"entropy": 8.0, "act_dim": 2})
+
+
+def test_move_goes_toward_the_best_known_value_when_the_trend_says_so():
+    hist = [_entropy_high(0, 0.02, 0.30), _entropy_high(1, 0.20, 0.10), _entropy_high(2, 0.12, 0.29)]
+    band = NoiseBand(value=0.02, measured=True)
+    ctx = context(hist, band=band)
+    assert "regression_vs_best" not in {f.code for f in ctx.findings}
+    p = rules(ctx)
+    assert p.changes["train.ent_coef"] == 0.02
+    assert any("toward the best-known 0.02, trend lower is better" in r for r in p.rationale)
+
+
+def test_move_extrapolates_past_the_best_edge():
+    hist = [_entropy_high(0, 0.12, 0.10), _entropy_high(1, 0.06, 0.20)]
+    p = rules(context(hist))
+    assert p.changes["train.ent_coef"] == 0.03  # ×0.5 past the best-known 0.06
+    assert any("past the best-known edge 0.06" in r for r in p.rationale)
+
+
+def test_move_contradicted_by_the_trend_is_skipped():
+    hist = [_entropy_high(0, 0.01, 0.10), _entropy_high(1, 0.05, 0.30)]
+    p = rules(context(hist))
+    assert p.changes.get("train.ent_coef", 0.05) >= 0.05
+    assert any("unchanged" in r and "trend says higher is better" in r for r in p.rationale)
+
+
+def test_plateau_without_a_band_spends_a_run_on_a_seed_repeat():
+    hist = [make_record(rid(i), {"train.ent_coef": e, "autopilot.resume_mode": "fresh"},
+                        metrics={"success_rate": 0.0}) for i, e in enumerate((0.01, 0.02, 0.03))]
+    ctx = context(hist, remaining_runs=3)
+    assert "plateau" in {f.code for f in ctx.findings}
+    p = rules(ctx)
+    assert p.seed_repeat and p.resume_mode == "fresh"
+    assert p.changes == {"train.seed": 2}
+    assert "noise band" in p.expected_effect
+    accepted(ctx, p)
+    # With one run left, a repeat is not worth it: explore instead.
+    assert not rules(context(hist, remaining_runs=1)).seed_repeat
+
+
+def test_healthy_run_explores_inside_the_trust_region_deterministically():
+    hist = [make_record(rid(0))]
+    ctx = context(hist, seed=3)
+    p1, p2 = rules(ctx), rules(context(hist, seed=3))
+    assert p1.changes == p2.changes and len(p1.changes) == 1
+    (key, new), = p1.changes.items()
+    assert key == "train.learning_rate"  # the first least-explored knob
+    assert TRUST.allows(ctx.space[key], 0.0025, new) and new != 0.0025
+    assert any("explore the least-varied knob" in r for r in p1.rationale)
+    accepted(ctx, p1)
+
+
+def test_crash_without_best_retries_with_another_seed():
+    ctx = context([make_record(rid(0), status="crashed")])
+    p = rules(ctx)
+    assert p.seed_repeat and p.changes == {"train.seed": 2} and p.resume_mode == "fresh"
+    accepted(ctx, p)
+
+
+def test_crash_after_a_good_run_goes_back_to_best():
+    hist = [make_record(rid(0), {"train.ent_coef": 0.01}), make_record(rid(1), {"train.ent_coef": 0.05},
+                                                                       status="crashed")]
+    p = rules(context(hist))
+    assert p.changes == {"train.ent_coef": 0.01} and p.resume_from == "best"
+
+
+def test_never_resumes_from_a_suspect_run():
+    glitched = [make_record(rid(0), metrics={"success_rate": 9.38}, trainer=SEEDS_TRAINER)]
+    p = rules(context(glitched))
+    assert p.resume_mode == "fresh"
+    hist = [make_record(rid(0), {"train.ent_coef": 0.01}),
+            make_record(rid(1), {"train.ent_coef": 0.12}, metrics={"success_rate": 9.38}, trainer=SEEDS_TRAINER)]
+    p = rules(context(hist))
+    assert (p.resume_mode, p.resume_from) == ("continue", "best")
+    # ... and not from a best whose pointer is suspect: latest if it is fine, else fresh.
+    ok_latest = hist[:1] + [make_record(rid(1), {"train.ent_coef": 0.12}, trainer=SEEDS_TRAINER)]
+    p = rules(context(ok_latest, best_resumable=False))
+    assert p.resume_from != "best" or p.resume_mode == "fresh"
+
+
+def test_total_timesteps_doubled_when_still_rising_and_shrunk_over_budget():
+    curve = [{"epoch": i, "success_rate": 0.02 * i} for i in range(16)]
+    hist = [make_record(rid(0), {"train.total_timesteps": 10_000_000}, curve=curve)]
+    p = rules(context(hist))
+    assert p.changes["train.total_timesteps"] == 20_000_000
+    assert any("the curve was still rising" in r for r in p.rationale)
+    flat_curve = [{"epoch": i, "success_rate": 0.3} for i in range(16)]
+    hist = [make_record(rid(0), {"train.total_timesteps": 10_000_000}, curve=flat_curve)]
+    assert "train.total_timesteps" not in rules(context(hist)).changes
+    big = [make_record(rid(0), {"train.total_timesteps": 900_000_000})]
+    p = rules(context(big))
+    assert p.changes["train.total_timesteps"] <= SPS * 3600
+
+
+# -- random ------------------------------------------------------------------------------------------
+def test_random_advisor_samples_inside_the_trust_region():
+    hist = [make_record(rid(0))]
+    seen = set()
+    for seed in range(8):
+        ctx = context(hist, seed=seed)
+        p = get_advisor("random").propose(ctx)
+        assert p.advisor == "random" and 1 <= len(p.changes) <= 2
+        base = ctx.base_config.model_dump()
+        for key, new in p.changes.items():
+            section, name = key.split(".")
+            assert ctx.space[key].tunable and TRUST.allows(ctx.space[key], base[section][name], new)
+        accepted(ctx, p)
+        seen.add(tuple(sorted(p.changes.items())))
+    assert len(seen) > 1  # different seeds, different samples
+    again = get_advisor("random").propose(context(hist, seed=5))
+    assert again.changes == get_advisor("random").propose(context(hist, seed=5)).changes
+
+
+def test_diverged_first_run_halves_the_step_and_starts_fresh():
+    ctx = context([make_record(rid(0), status="diverged", trainer={"approx_kl": 0.2})])
+    p = rules(ctx)
+    assert p.changes["train.learning_rate"] == 0.00125 and p.changes["train.max_grad_norm"] == 0.25
+    assert p.resume_mode == "fresh"  # never from the diverged run's checkpoint
+    accepted(ctx, p)
+
+
+def test_updates_too_large_respects_a_contrary_learning_rate_trend():
+    hist = [make_record(rid(0), {"train.learning_rate": 0.001}, metrics={"success_rate": 0.1}),
+            make_record(rid(1), {"train.learning_rate": 0.002}, metrics={"success_rate": 0.3},
+                        trainer={"approx_kl": 0.09})]
+    p = rules(context(hist))
+    assert "train.learning_rate" not in p.changes and p.changes["train.update_epochs"] == 9
+    assert any("train.learning_rate: unchanged" in r and "higher is better" in r for r in p.rationale)
