@@ -1,0 +1,185 @@
+"""`autopilot diagnose | propose | apply | status`: thin commands over the ledger.
+
+`propose` and `diagnose` work on any ledger, including one written by an external trainer (run
+folders holding only config.json and trainer_summary.json): loop summaries are computed in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from autopilot.config import diff_configs, flatten
+from autopilot.config.load import read_json_file
+from autopilot.errors import ConfigError, WorkspaceError
+from autopilot.loop.ledger import ensure_summaries, read_best
+from autopilot.loop.proposals import current_base, run_mode, stage, validate_override
+from autopilot.loop.recording import analyse_run
+from autopilot.loop.records import RunRecord
+from autopilot.loop.sanity import best_of
+from autopilot.loop.workspace import (
+    Workspace,
+    WorkspaceLock,
+    load_history,
+    load_run,
+    open_workspace,
+    read_json_tolerant,
+    read_lock_info,
+    read_state,
+)
+from autopilot.space import fmt_num
+
+
+def _say(console: Console):
+    def say(msg: str, style: str = "") -> None:
+        console.print(f"[{style}]{msg}[/]" if style else msg, highlight=False, soft_wrap=True)
+
+    return say
+
+
+def _objective(history: list[RunRecord]) -> str:
+    cfg = next((r.config for r in reversed(history) if r.config is not None), None)
+    return cfg.autopilot.objective if cfg is not None else "success_rate"
+
+
+# --------------------------------------------------------------------------------------------------
+def diagnose_command(run_dir: Path, *, as_json: bool = False, console: Console | None = None) -> list[Any]:
+    from autopilot.loop.diagnose import diagnose
+
+    console = console or Console()
+    run_dir = Path(run_dir).absolute()
+    if not run_dir.is_dir():
+        raise WorkspaceError(f"run folder {run_dir} does not exist; pass a folder like WORKDIR/runs/<run_id>")
+    quiet = (lambda m: None) if as_json else (lambda m: console.print(f"[yellow]! {m}[/]", highlight=False))
+    if run_dir.parent.name == "runs":  # inside a ledger: judge the run against the runs before it
+        history = load_history(Workspace(run_dir.parent.parent), quiet, upto=run_dir.name)
+        if not history or history[-1].run_id != run_dir.name:
+            history = [*history, load_run(run_dir, quiet)]
+    else:
+        history = [load_run(run_dir, quiet)]
+    rec = history[-1]
+    if rec.trainer_summary is None and rec.config is None and rec.loop_summary is None:
+        raise WorkspaceError(f"{run_dir} holds no config.json, trainer_summary.json or summary.json to diagnose")
+    objective = _objective(history)
+    ensure_summaries(history, objective)
+    findings = diagnose(history, best=best_of(history[:-1], objective), objective=objective)
+    if as_json:
+        console.out(json.dumps([f.model_dump(mode="json") for f in findings], indent=2), highlight=False)
+        return findings
+    table = Table(title=f"run {rec.run_id}: {rec.status}", show_lines=True)
+    for col in ("code", "severity", "evidence", "theory", "moves"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        moves = "; ".join(f"{m.key} {m.direction}" + (f" ×{m.factor:g}" if m.factor else "")
+                          + (f" → {fmt_num(m.value)}" if m.value is not None else "") for m in f.moves)
+        style = {"error": "red", "warn": "yellow"}.get(f.severity, "")
+        table.add_row(f"[{style}]{f.code}[/]" if style else f.code, f.severity, f.evidence_text(), f.theory, moves)
+    if findings:
+        console.print(table)
+    else:
+        console.print(f"run {rec.run_id}: no findings (healthy by every rule)")
+    return findings
+
+
+# --------------------------------------------------------------------------------------------------
+def propose_command(workdir: Path, *, advisor: str = "rules", console: Console | None = None) -> Any:
+    from autopilot.loop.advisors import get_advisor
+
+    console = console or Console()
+    say = _say(console)
+    get_advisor(advisor)  # an unknown advisor is a one-line error before anything is written
+    ws = open_workspace(workdir)
+    with WorkspaceLock(ws, command="autopilot propose", warn=lambda m: say(f"! {m}", "yellow")):
+        history = load_history(ws, lambda m: say(f"! {m}", "yellow"), with_curve=False)
+        if not history:
+            raise WorkspaceError(f"{ws.runs} holds no runs to analyse; train some with `autopilot run` or point "
+                                 f"--workdir at a ledger")
+        latest = history[-1]
+        if read_state(latest.run_dir).get("phase") not in (None, "done"):
+            raise WorkspaceError(f"run {latest.run_id} is not finished; rerun `autopilot run` on this workspace "
+                                 f"to complete it first")
+        say(f"analysing run {latest.run_id} ({latest.status}) against {len(history) - 1} earlier run(s)")
+        decision = analyse_run(ws, latest.run_dir, advisor=advisor, say=say, warn=lambda m: say(f"! {m}", "yellow"))
+        say(f"notes: {ws.rel(latest.run_dir / 'notes.md')}; labbook: {ws.rel(ws.labbook)}")
+    return decision
+
+
+# --------------------------------------------------------------------------------------------------
+def apply_command(proposal_path: Path, workdir: Path, *, console: Console | None = None) -> dict[str, Any]:
+    """Validate a hand-written proposal against the current base config and stage it."""
+    console = console or Console()
+    ws = open_workspace(workdir)
+    data = read_json_file(Path(proposal_path), "proposal")
+    history = load_history(ws, lambda m: None, with_curve=False)
+    mode = next((m for r in reversed(history) if (m := run_mode(r))), "quick")
+    base, source = current_base(ws, mode, history)
+    sps = next((float(r.trainer_summary.throughput.sps) for r in reversed(history)
+                if r.trainer_summary is not None and r.trainer_summary.throughput.sps), None)
+    try:
+        validate_override(data, base, sps=sps)
+    except ConfigError as exc:
+        raise ConfigError(f"proposal {proposal_path} rejected (nothing staged): {exc}") from None
+    flat = flatten(data)
+    # No lock: staging is one atomic rename, so a person may stage the next run's proposal while a
+    # session runs; the loop consumes only the proposal it read and never overwrites a staged one.
+    stage(ws, flat)
+    base_flat = flatten(base.model_dump())
+    console.print(f"staged {ws.rel(ws.next_config)} ({len(flat)} keys, against {source}):", highlight=False)
+    for key, value in flat.items():
+        console.print(f"  {key}: {fmt_num(base_flat.get(key))} -> {fmt_num(value)}", highlight=False)
+    return flat
+
+
+# --------------------------------------------------------------------------------------------------
+def status_command(workdir: Path, *, console: Console | None = None) -> list[RunRecord]:
+    console = console or Console()
+    ws = open_workspace(workdir, create_missing_dirs=False)
+    warnings: list[str] = []
+    history = load_history(ws, warnings.append, with_curve=False)
+    objective = _objective(history)
+    ensure_summaries(history, objective)
+    best = read_best(ws, warnings.append)
+    best_id = best.run_id if best else getattr(best_of(history, objective), "run_id", None)
+    table = Table(title=f"{ws.root} — {len(history)} run(s)")
+    for col, kw in (("#", {"justify": "right"}), ("run", {}), ("status", {}), ("changed vs previous", {"overflow": "fold"}),
+                    (objective, {"justify": "right"}), ("best", {"justify": "center"})):
+        table.add_column(col, **kw)
+    prev = None
+    for i, rec in enumerate(history, 1):
+        s = rec.loop_summary
+        phase = read_state(rec.run_dir).get("phase")
+        status = rec.status if phase in (None, "done") else f"{phase}…"
+        if s is not None and s.suspect:
+            status += " (suspect)"
+        style = "red" if ("suspect" in status or rec.status in ("crashed", "diverged", "failed")) else (
+            "yellow" if rec.status in ("stalled", "interrupted") else "green")
+        changes = _changes(prev, rec)
+        score = f"{s.score:.4g}" if s is not None and s.score is not None else "–"
+        table.add_row(str(i), rec.run_id, f"[{style}]{status}[/]", changes, score, "★" if rec.run_id == best_id else "")
+        prev = rec
+    console.print(table)
+    pending = read_json_tolerant(ws.next_config, warnings.append)
+    if isinstance(pending, dict):
+        shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in list(pending.items())[:6])
+        console.print(f"pending proposal: {shown}", highlight=False)
+    holder = read_lock_info(ws.lock_path)
+    if holder.get("pid"):
+        console.print(f"lock: {holder.get('command', 'autopilot')} (pid {holder['pid']} on {holder.get('host')})",
+                      highlight=False)
+    for w in warnings:
+        console.print(f"[yellow]! {w}[/]", highlight=False)
+    return history
+
+
+def _changes(prev: RunRecord | None, rec: RunRecord) -> str:
+    if prev is None:
+        return "(first run)"
+    if not prev.raw_config or not rec.raw_config:
+        return "?"
+    ch = [c for c in diff_configs(prev.raw_config, rec.raw_config) if not c.key.startswith("autopilot.resume")]
+    shown = "; ".join(str(c) for c in ch[:3]) + (f" (+{len(ch) - 3})" if len(ch) > 3 else "")
+    return shown or "—"

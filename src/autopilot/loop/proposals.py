@@ -1,0 +1,173 @@
+"""The pending proposal (`proposals/next_config.json`) and the config it produces.
+
+A proposal is a flat dict of dotted keys (`Proposal.as_override()`) relative to the *current base*:
+the last run's config (same mode), else the workspace profile `configs/baseline_<mode>.json`; the
+session's `--set` overrides sit between the two. That base is what the advisors and the guard diff
+against (`AdvisorContext.base_config` is the latest run's config), so accepted changes accumulate run
+after run instead of being re-applied to the profile.
+
+Validation = whitelist (every key must exist in the config; `autopilot.trainer_command` may not be
+proposed: a JSON file must not choose what program runs) + the config model + every invariant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+from autopilot.atomic import atomic_write_json
+from autopilot.config import Config, check_config, config_from_dict, derive_batch, flatten, resolve_config
+from autopilot.config.invariants import derive_minibatch_size
+from autopilot.config.load import config_space, read_json_file
+from autopilot.errors import AutopilotError, ConfigError
+from autopilot.loop.records import RunRecord
+from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, stamp
+
+FORBIDDEN_KEYS = ("autopilot.trainer_command",)
+
+
+def unresolve(cfg: Config) -> Config:
+    """Turn derived batch sizes back into "auto", so a proposal that changes bptt or the topology
+    re-derives them instead of breaking the segments rule with a stale number."""
+    out = cfg.model_copy(deep=True)
+    try:
+        arith = derive_batch(cfg)
+    except (AutopilotError, ValueError, TypeError):
+        return out
+    if cfg.train.batch_size == arith.batch:
+        out.train.batch_size = "auto"
+        mb = cfg.train.minibatch_size
+        if mb != "auto" and mb == derive_minibatch_size(arith.batch, cfg.train.bptt_horizon, cfg.train.max_minibatch_size):
+            out.train.minibatch_size = "auto"
+    return out
+
+
+def load_profile_file(ws: Workspace, mode: str) -> dict[str, Any]:
+    path = ws.profile_path(mode)
+    if not path.exists():
+        raise ConfigError(f"profile {ws.rel(path)} does not exist; run `autopilot init --workdir {ws.root}` to write it")
+    data = read_json_file(path, "profile")
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {ws.rel(path)} must be a JSON object; fix it or delete it and run `autopilot init`")
+    return data
+
+
+def run_mode(rec: RunRecord) -> str | None:
+    if rec.loop_summary is not None:
+        mode = (rec.loop_summary.model_extra or {}).get("mode")
+        if isinstance(mode, str):
+            return mode
+    return None
+
+
+def current_base(ws: Workspace, mode: str, history: list[RunRecord],
+                 base_overrides: dict[str, Any] | None = None) -> tuple[Config, str]:
+    """(base config, where it came from): the last valid run config of this mode, else the profile."""
+    for rec in reversed(history):
+        if rec.config is None:
+            continue
+        if run_mode(rec) not in (None, mode):
+            break  # the mode changed: start from the other profile
+        try:
+            return config_from_dict(unresolve(rec.config).model_dump(), base_overrides), f"run {rec.run_id}"
+        except ConfigError as exc:
+            raise ConfigError(f"--set on top of run {rec.run_id}'s config: {exc}") from None
+    profile = load_profile_file(ws, mode)
+    try:
+        return config_from_dict(profile, base_overrides), ws.rel(ws.profile_path(mode))
+    except ConfigError as exc:
+        raise ConfigError(f"{ws.rel(ws.profile_path(mode))}: {exc}") from None
+
+
+def validate_override(override: Any, base: Config, *, sps: float | None = None) -> Config:
+    """The resolved config `base + override`, or a ConfigError naming every broken rule."""
+    if not isinstance(override, dict):
+        raise ConfigError(f"a proposal must be a JSON object of dotted keys, e.g. {{\"train.ent_coef\": 0.05}}; "
+                          f"got {type(override).__name__}")
+    flat = flatten(override)
+    known = set(flatten(base.model_dump(exclude={"sweep"})))
+    problems = []
+    for key in flat:
+        if not isinstance(key, str) or key in FORBIDDEN_KEYS:
+            problems.append(f"{key} may not be set by a proposal (rule: a proposal tunes the training, not which "
+                            f"program runs); set it in the profile or with --set")
+        elif key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]}" if near else ""
+            problems.append(f"{key} is not a known key (rule: unknown keys are errors){hint}")
+    if problems:
+        raise ConfigError(problems)
+    cfg = config_from_dict(unresolve(base).model_dump(), flat)
+    # The runtime estimate is the one rule a base config can break after the fact (the SPS was measured
+    # later); a proposal is refused only if it breaks it where the base does not. The watchdog still
+    # enforces the wall budget.
+    base_runtime = [c for c in check_config(base, config_space(base), sps=sps) if c.name == "runtime"]
+    tolerated = {"runtime"} if base_runtime and not base_runtime[0].ok else set()
+    violations = [v for c in check_config(cfg, config_space(cfg), sps=sps) if c.name not in tolerated
+                  for v in c.violations]
+    if violations:
+        raise ConfigError(violations)
+    return resolve_config(cfg)
+
+
+def read_pending(ws: Workspace) -> tuple[Any, str | None, str | None]:
+    """(parsed proposal | None, raw text | None, parse error | None); (None, None, None) when none is staged."""
+    try:
+        text = ws.next_config.read_text("utf-8")
+    except FileNotFoundError:
+        return None, None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, None, f"{ws.rel(ws.next_config)} cannot be read: {exc}"
+    try:
+        return json.loads(text), text, None
+    except (ValueError, RecursionError) as exc:
+        return None, text, f"{ws.rel(ws.next_config)} is malformed JSON ({str(exc)[:80]})"
+
+
+def record_rejection(ws: Workspace, *, reasons: list[str], proposal: Any = None, raw_text: str | None = None,
+                     source: str, name: str | None = None) -> Path:
+    """Keep a refused proposal with its reasons under proposals/rejected/ (never silently dropped)."""
+    ws.rejected.mkdir(parents=True, exist_ok=True)
+    base = name or stamp()
+    path, n = ws.rejected / f"{base}.json", 1
+    while name is None and path.exists():
+        n += 1
+        path = ws.rejected / f"{base}-{n}.json"
+    entry: dict[str, Any] = {"rejected_at": iso_now(), "source": source, "reasons": reasons}
+    if raw_text is not None and proposal is None:
+        entry["raw_text"] = raw_text[:100_000]
+    else:
+        entry["proposal"] = proposal
+    atomic_write_json(path, entry)
+    return path
+
+
+def take_pending(ws: Workspace, base: Config, *, sps: float | None, warn: Warn | None = None
+                 ) -> tuple[Config | None, dict[str, Any]]:
+    """Validate the staged proposal against `base`. A broken one is moved to proposals/rejected/
+    (record first, then unlink: a crash in between leaves a duplicate record, never a lost proposal).
+    Returns (config or None when nothing usable is staged, the flat override used)."""
+    warn = warn or _log_warn
+    data, text, error = read_pending(ws)
+    if text is None and error is None:
+        return None, {}  # nothing staged (a staged `null` is text, and is rejected below)
+    try:
+        if error is not None:
+            raise ConfigError(error)
+        cfg = validate_override(data, base, sps=sps)
+        return cfg, flatten(data)
+    except ConfigError as exc:
+        reasons = exc.violations
+    except Exception as exc:  # a validator tripping on junk: still a rejection, never a dead loop
+        reasons = [f"internal error while validating ({type(exc).__name__}: {str(exc)[:200]})"]
+    path = record_rejection(ws, reasons=reasons, proposal=data, raw_text=text, source=ws.rel(ws.next_config))
+    ws.next_config.unlink(missing_ok=True)
+    warn(f"staged proposal rejected ({reasons[0][:160]}{' …' if len(reasons) > 1 else ''}); kept as "
+         f"{ws.rel(path)}; going on with the base config")
+    return None, {}
+
+
+def stage(ws: Workspace, override: dict[str, Any]) -> Path:
+    return atomic_write_json(ws.next_config, override)
