@@ -12,14 +12,11 @@ Rules (DESIGN, "trainer_summary.json" and "The loop"):
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopilot.atomic import atomic_write_json
+from autopilot.atomic import atomic_copy, atomic_write_json
 from autopilot.config.overrides import diff_configs
 from autopilot.loop.records import LoopSummary, RunRecord
 from autopilot.loop.sanity import sanity_reasons, score_of
@@ -55,24 +52,6 @@ def checkpoint_loads(path: Path | None) -> tuple[bool, str]:
         result = (False, f"{path} does not load ({type(exc).__name__}: {str(exc)[:80]})")
     _load_cache[key] = result
     return result
-
-
-def copy_atomic(src: Path, dst: Path) -> None:
-    """Copy a (large) checkpoint so that `dst` is either the old file or the complete new one."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,7 +181,7 @@ def best_eligible(ws: Workspace, rec: RunRecord) -> tuple[Path | None, str]:
 
 def set_best(ws: Workspace, rec: RunRecord, ckpt: Path) -> BestPointer:
     assert rec.loop_summary is not None and rec.loop_summary.score is not None
-    copy_atomic(ckpt, ws.best_model)
+    atomic_copy(ckpt, ws.best_model)
     ptr = BestPointer(rec.run_id, float(rec.loop_summary.score), ws.rel(ckpt), rec.loop_summary.objective)
     atomic_write_json(ws.best_json, {"run_id": ptr.run_id, "score": ptr.score, "objective": ptr.objective,
                                      "checkpoint": ptr.checkpoint, "model": ws.rel(ws.best_model),
@@ -239,7 +218,7 @@ def check_pointers(ws: Workspace, history: list[RunRecord], warn: Warn | None = 
     if not ok:
         src = ws.resolve(best.checkpoint)
         if checkpoint_loads(src)[0]:
-            copy_atomic(src, ws.best_model)
+            atomic_copy(src, ws.best_model)
             warn(f"{ws.rel(ws.best_model)} was unusable ({why}); restored it from {best.checkpoint}")
         else:
             warn(f"best checkpoint {best.checkpoint} does not load; rebuilding best from the ledger")
@@ -269,7 +248,7 @@ def promote(ws: Workspace, rec: RunRecord, warn: Warn | None = None) -> Promotio
         ckpt = run_checkpoint(ws, rec, "latest")
         ok, why = checkpoint_loads(ckpt)
         if ok and ckpt is not None:
-            copy_atomic(ckpt, ws.latest_model)
+            atomic_copy(ckpt, ws.latest_model)
             atomic_write_json(ws.latest_json, {"run_id": rec.run_id, "checkpoint": ws.rel(ckpt), "updated_at": iso_now()})
             latest = True
         else:
@@ -281,7 +260,7 @@ def promote(ws: Workspace, rec: RunRecord, warn: Warn | None = None) -> Promotio
         notes.append(f"not best: {why}")
     elif current is not None and current.run_id == rec.run_id:
         best = True  # a redo after a crash: the pointer is already ours; refresh the copy
-        copy_atomic(ckpt, ws.best_model)
+        atomic_copy(ckpt, ws.best_model)
     elif current is None or s.score >= current.score:  # type: ignore[operator]
         set_best(ws, rec, ckpt)
         best = True
