@@ -166,6 +166,17 @@ def status(workdir: Path = WorkdirOpt) -> None:
     status_command(workdir, console=console)
 
 
+@app.command()
+@_guarded
+def report(workdir: Path = WorkdirOpt,
+           out: Path | None = typer.Option(None, "--out", help="Output folder (default WORKDIR/report).")) -> None:
+    """An HTML report with plots: learning curves, score per run with the knobs changed, knob vs score."""
+    from autopilot.loop.report import build_report
+
+    page = build_report(workdir, out)
+    console.print(str(page), highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -41,7 +41,7 @@ def _say(console: Console):
     return say
 
 
-def _objective(history: list[RunRecord]) -> str:
+def ledger_objective(history: list[RunRecord]) -> str:
     cfg = next((r.config for r in reversed(history) if r.config is not None), None)
     return cfg.autopilot.objective if cfg is not None else "success_rate"
 
@@ -64,7 +64,7 @@ def diagnose_command(run_dir: Path, *, as_json: bool = False, console: Console |
     rec = history[-1]
     if rec.trainer_summary is None and rec.config is None and rec.loop_summary is None:
         raise WorkspaceError(f"{run_dir} holds no config.json, trainer_summary.json or summary.json to diagnose")
-    objective = _objective(history)
+    objective = ledger_objective(history)
     ensure_summaries(history, objective)
     findings = diagnose(history, best=best_of(history[:-1], objective), objective=objective)
     if as_json:
@@ -140,7 +140,7 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
     ws = open_workspace(workdir, create_missing_dirs=False)
     warnings: list[str] = []
     history = load_history(ws, warnings.append, with_curve=False)
-    objective = _objective(history)
+    objective = ledger_objective(history)
     ensure_summaries(history, objective)
     best = read_best(ws, warnings.append)
     best_id = best.run_id if best else getattr(best_of(history, objective), "run_id", None)
@@ -157,7 +157,7 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
             status += " (suspect)"
         style = "red" if ("suspect" in status or rec.status in ("crashed", "diverged", "failed")) else (
             "yellow" if rec.status in ("stalled", "interrupted") else "green")
-        changes = _changes(prev, rec)
+        changes = changed_knobs(prev, rec)
         score = f"{s.score:.4g}" if s is not None and s.score is not None else "–"
         table.add_row(str(i), rec.run_id, f"[{style}]{status}[/]", changes, score, "★" if rec.run_id == best_id else "")
         prev = rec
@@ -175,7 +175,7 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
     return history
 
 
-def _changes(prev: RunRecord | None, rec: RunRecord) -> str:
+def changed_knobs(prev: RunRecord | None, rec: RunRecord) -> str:
     if prev is None:
         return "(first run)"
     if not prev.raw_config or not rec.raw_config:
