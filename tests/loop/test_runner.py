@@ -91,6 +91,21 @@ def test_accepted_changes_accumulate_from_the_last_run_config(fake_ws, stub_anal
     assert cfg["train"]["ent_coef"] == 0.02 and cfg["train"]["seed"] == 2
 
 
+def test_set_moves_the_starting_point_and_does_not_undo_accepted_proposals(fake_ws, stub_analysis):
+    """`--set train.ent_coef=0.12` starts the session there; a proposal that moves it must stick."""
+    fake_ws.ws.next_config.write_text(json.dumps({"train.ent_coef": 0.05}))
+    assert fake_ws.run(runs=3, base_overrides={"train.ent_coef": 0.12}) == 0
+    ent = [json.loads((d / "config.json").read_text())["train"]["ent_coef"] for d in fake_ws.run_dirs()]
+    # Run 1 consumed the staged proposal on top of the --set base; runs 2 and 3 inherit, not re-set.
+    assert ent == [0.05, 0.05, 0.05]
+
+
+def test_set_applies_to_the_first_run_of_a_session(fake_ws):
+    assert fake_ws.run(runs=1, base_overrides={"train.ent_coef": 0.12}) == 0
+    cfg = json.loads((fake_ws.run_dirs()[0] / "config.json").read_text())
+    assert cfg["train"]["ent_coef"] == 0.12
+
+
 def test_until_stops_the_session_when_the_target_is_reached(fake_ws):
     fake_ws.plan({"success": 0.5}, {"success": 0.95})
     assert fake_ws.run(runs=5, until="success_rate>=0.9") == 0

@@ -225,7 +225,10 @@ def _prepare(loop: Loop) -> Path | None:
     """Compose the config, create the run folder atomically, then consume the proposal."""
     ws = loop.ws
     history = load_history(ws, loop.warn, with_curve=False)
-    base, source = current_base(ws, loop.mode, history, loop.base_overrides)
+    # --set moves the session's starting point; after its first run the advisor's accepted proposals
+    # carry the config forward, so re-applying --set each time would silently undo them.
+    first_of_session = not list(loop.session_runs())
+    base, source = current_base(ws, loop.mode, history, loop.base_overrides if first_of_session else None)
     sps = _recent_sps(history)
     cfg, override = take_pending(ws, base, sps=sps, warn=loop.warn)
     if cfg is None:
