@@ -1,0 +1,118 @@
+"""The MLP actor-critic: a Gaussian policy for Box actions, a categorical one for Discrete actions.
+
+A shared MLP trunk (`policy.num_layers` hidden layers of `policy.hidden_size`, tanh) feeds a policy
+head and a value head, as PufferLib's default policy does: half the compute of separate actor and
+critic networks of the same width, which on a CPU is most of the update's time. Initialised as in
+CleanRL (orthogonal, gain sqrt(2); 0.01 on the policy head, 1.0 on the value head).
+The Gaussian has a state-independent log-std. Log-probabilities and entropies are written out by hand
+(no `torch.distributions` objects on the hot path: they validate and allocate on every call).
+
+    action, logprob, value = policy.act(obs)                  # sampling, for rollouts
+    logprob, entropy, value = policy.evaluate(obs, action)    # for the PPO loss
+    action = policy.deterministic(obs)                        # mean action / argmax, for evaluation
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def trunk(n_in: int, hidden: int, num_layers: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(num_layers):
+        mods += [_layer(width, hidden, math.sqrt(2.0)), nn.Tanh()]
+        width = hidden
+    return nn.Sequential(*mods)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Space, hidden_size: int = 64,
+                 num_layers: int = 2):
+        super().__init__()
+        obs_dim = int(np.prod(observation_space.shape))
+        self.continuous = isinstance(action_space, spaces.Box)
+        if self.continuous:
+            self.act_dim = int(np.prod(action_space.shape))
+            self.log_std = nn.Parameter(torch.zeros(self.act_dim))
+            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1))
+            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1))
+        elif isinstance(action_space, spaces.Discrete):
+            self.act_dim = int(action_space.n)
+        else:
+            raise TypeError(f"unsupported action space {action_space!r}: use Box or Discrete")
+        self.trunk = trunk(obs_dim, hidden_size, num_layers)
+        width = hidden_size if num_layers > 0 else obs_dim
+        # Policy and value heads in one Linear (one matmul each way instead of two thin ones): rows
+        # [:act_dim] are the policy head (gain 0.01), the last row the value head (gain 1.0).
+        self.heads = nn.Linear(width, self.act_dim + 1)
+        with torch.no_grad():
+            self.heads.weight[: self.act_dim] = _layer(width, self.act_dim, 0.01).weight
+            self.heads.weight[self.act_dim:] = _layer(width, 1, 1.0).weight
+            self.heads.bias.zero_()
+
+    # -- distributions, by hand ------------------------------------------------------------------
+    def _gaussian_logprob(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        z = (action - mean) * torch.exp(-self.log_std)
+        return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
+
+    def _gaussian_entropy(self, batch: int) -> torch.Tensor:
+        return (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(batch)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy head output: Gaussian mean or logits, value)."""
+        out = self.heads(self.trunk(obs))
+        return out[:, : self.act_dim], out[:, self.act_dim]
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs)[1]
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample an action; return (action, its log-probability, the state value)."""
+        out, value = self(obs)
+        if self.continuous:
+            action = out + torch.randn_like(out) * torch.exp(self.log_std)
+            logprob = self._gaussian_logprob(out, action)
+        else:
+            logits = out - out.logsumexp(-1, keepdim=True)
+            action = torch.multinomial(logits.exp(), 1).squeeze(-1)
+            logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return action, logprob, value
+
+    def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-probability of `action`, entropy, value) under the current parameters, with gradients."""
+        out, value = self(obs)
+        if self.continuous:
+            logprob = self._gaussian_logprob(out, action)
+            entropy = self._gaussian_entropy(out.shape[0])
+        else:
+            logits = out - out.logsumexp(-1, keepdim=True)
+            logprob = logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+            entropy = -(logits.exp() * logits).sum(-1)
+        return logprob, entropy, value
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self(obs)[0]
+        return out if self.continuous else out.argmax(-1)
+
+    def to_env_action(self, action: torch.Tensor) -> np.ndarray:
+        """What the env receives: continuous actions clipped to the space's bounds (the buffer keeps the
+        unclipped sample, so its log-probability stays exact), discrete actions as int64."""
+        if self.continuous:
+            action = torch.maximum(torch.minimum(action, self.high), self.low)
+            return action.to("cpu", torch.float32).numpy()
+        return action.to("cpu", torch.int64).numpy()

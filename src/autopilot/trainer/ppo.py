@@ -1,0 +1,191 @@
+"""PPO, top to bottom (the CleanRL reading order).
+
+1. GAE: advantages and returns from one rollout of `T = bptt_horizon` steps by `N` agents.
+2. The loss on one minibatch: clipped surrogate, value loss clipped by `vf_clip_coef`, entropy bonus.
+3. The update: `update_epochs` passes over the batch in shuffled minibatches; advantages normalised per
+   minibatch; a minibatch larger than `max_minibatch_size` is accumulated in chunks, each chunk's loss
+   weighted by its share, so the gradient (and the single optimizer step) equals the one-big-minibatch
+   one; gradients clipped to `max_grad_norm`.
+4. The learning-rate schedule (`anneal_lr`: linear to zero over the run's epochs).
+
+Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and PufferLib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autopilot.config.model import TrainConfig
+
+# --------------------------------------------------------------------------------------------------
+# 1. Generalised advantage estimation
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
+                next_done: torch.Tensor, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns, all (T, N).
+
+    `dones[t]` says whether obs[t] began a new episode (the step before it ended one); `next_value` and
+    `next_done` describe the observation after the last step. Then, backwards over t:
+        delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_{t+1}) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_{t+1}) * A_{t+1}
+    """
+    T = rewards.shape[0]
+    advantages = torch.empty_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(T)):
+        if t == T - 1:
+            not_done, v_next = 1.0 - next_done, next_value
+        else:
+            not_done, v_next = 1.0 - dones[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * v_next * not_done - values[t]
+        last = delta + gamma * gae_lambda * not_done * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def normalize_advantages(adv: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return (adv - adv.mean()) / (adv.std() + eps)
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. The loss on one minibatch
+
+
+@dataclass
+class Batch:
+    """One epoch's experience, flattened to (T*N, ...)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def take(self, idx: torch.Tensor) -> Batch:
+        return Batch(*(t[idx] for t in (self.obs, self.actions, self.logprobs, self.values, self.advantages,
+                                          self.returns)))
+
+
+class PackedBatch:
+    """A `Batch` packed column-wise into one float tensor, so a shuffled minibatch is ONE row gather
+    (`index_select`) instead of six; `take` returns a `Batch` of column views of the gathered rows."""
+
+    def __init__(self, batch: Batch):
+        n = len(batch)
+        self.obs_dim = batch.obs.shape[1]
+        self.act_shape, self.act_dtype = batch.actions.shape[1:], batch.actions.dtype
+        act = batch.actions.reshape(n, -1).to(torch.float32)  # discrete ids < 2**24 are exact in float32
+        self.act_cols = act.shape[1]
+        self.data = torch.cat([batch.obs, act, batch.logprobs[:, None], batch.values[:, None],
+                               batch.advantages[:, None], batch.returns[:, None]], dim=1)
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def take(self, idx: torch.Tensor) -> Batch:
+        rows = self.data.index_select(0, idx)
+        o, a = self.obs_dim, self.obs_dim + self.act_cols
+        actions = rows[:, o:a].reshape(-1, *self.act_shape).to(self.act_dtype)
+        return Batch(rows[:, :o], actions, rows[:, a], rows[:, a + 1], rows[:, a + 2], rows[:, a + 3])
+
+
+STAT_KEYS = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")
+
+
+def ppo_loss(policy, mb: Batch, advantages: torch.Tensor, hp: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, stats) for one minibatch whose `advantages` are already normalised.
+
+    stats is a tensor in the order of STAT_KEYS (kept as a tensor: no device sync per minibatch)."""
+    new_logprob, entropy, new_value = policy.evaluate(mb.obs, mb.actions)
+    logratio = new_logprob - mb.logprobs
+    ratio = logratio.exp()
+
+    # Clipped surrogate objective (we minimise its negative).
+    pg_loss = torch.max(-advantages * ratio,
+                        -advantages * ratio.clamp(1.0 - hp.clip_coef, 1.0 + hp.clip_coef)).mean()
+
+    # Value loss, clipped around the rollout's value estimate.
+    v_clipped = mb.values + (new_value - mb.values).clamp(-hp.vf_clip_coef, hp.vf_clip_coef)
+    v_loss = 0.5 * torch.max((new_value - mb.returns).square(), (v_clipped - mb.returns).square()).mean()
+
+    entropy = entropy.mean()
+    loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
+
+    with torch.no_grad():
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1.0) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > hp.clip_coef).float().mean()
+        stats = torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac]).detach()
+    return loss, stats
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. The update
+
+
+def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: TrainConfig) -> torch.Tensor:
+    """One optimizer step on one minibatch, accumulating gradients over chunks of `max_minibatch_size`."""
+    advantages = normalize_advantages(mb.advantages)  # over the whole minibatch, before chunking
+    n = len(mb)
+    chunk = min(n, max(1, int(hp.max_minibatch_size)))
+    optimizer.zero_grad(set_to_none=True)
+    stats = torch.zeros(len(STAT_KEYS), device=mb.obs.device)
+    for start in range(0, n, chunk):
+        sl = slice(start, min(start + chunk, n))
+        part = Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl], mb.advantages[sl], mb.returns[sl])
+        weight = (sl.stop - sl.start) / n
+        loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
+        (loss * weight).backward()
+        stats += part_stats * weight
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm)
+    optimizer.step()
+    return stats
+
+
+def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: TrainConfig,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+    """`update_epochs` shuffled passes of `minibatch_size` samples; returns the mean of each stat."""
+    n, mb_size = len(batch), int(hp.minibatch_size)
+    packed = PackedBatch(batch)
+    total = torch.zeros(len(STAT_KEYS), device=batch.obs.device)
+    steps = 0
+    for _ in range(hp.update_epochs):
+        perm = torch.randperm(n, generator=generator).to(batch.obs.device)
+        for start in range(0, n, mb_size):
+            total += minibatch_step(policy, optimizer, packed.take(perm[start:start + mb_size]), hp)
+            steps += 1
+    means = (total / max(steps, 1)).tolist()
+    return dict(zip(STAT_KEYS, means, strict=True))
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 - Var[returns - values] / Var[returns]; NaN when the returns do not vary."""
+    var = returns.var()
+    if not torch.isfinite(var) or var.item() == 0.0:
+        return float("nan")
+    return float(1.0 - (returns - values).var() / var)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. The learning-rate schedule
+
+
+def learning_rate(hp: TrainConfig, epoch_in_schedule: int, epochs_in_schedule: int) -> float:
+    """CleanRL's linear anneal: epoch 0 of the schedule trains at the full rate, the last at lr/epochs."""
+    if not hp.anneal_lr or epochs_in_schedule <= 0:
+        return hp.learning_rate
+    frac = 1.0 - min(epoch_in_schedule, epochs_in_schedule - 1) / epochs_in_schedule
+    return hp.learning_rate * frac
+
+
+def make_optimizer(policy: torch.nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+    kwargs = {"weight_decay": 0.01} if hp.optimizer == "adamw" else {}
+    return cls(policy.parameters(), lr=hp.learning_rate, eps=1e-5, **kwargs)

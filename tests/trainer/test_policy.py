@@ -1,0 +1,59 @@
+"""The actor-critic's hand-written distributions agree with torch.distributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch.distributions import Categorical, Normal
+
+from autopilot.trainer.policy import ActorCritic
+
+OBS = spaces.Box(-1, 1, (6,), np.float32)
+
+
+def test_gaussian_logprob_and_entropy_match_torch():
+    torch.manual_seed(0)
+    p = ActorCritic(OBS, spaces.Box(-2, 2, (3,), np.float32), hidden_size=8, num_layers=2)
+    with torch.no_grad():
+        p.log_std.copy_(torch.tensor([-0.5, 0.0, 0.7]))
+    obs = torch.randn(10, 6)
+    action, logprob, value = p.act(obs)
+    mean, v2 = p(obs)
+    dist = Normal(mean, p.log_std.exp())
+    assert torch.allclose(logprob, dist.log_prob(action).sum(-1), atol=1e-5)
+    lp, ent, v = p.evaluate(obs, action)
+    assert torch.allclose(lp, logprob, atol=1e-6)
+    assert torch.allclose(ent, dist.entropy().sum(-1), atol=1e-5)
+    assert torch.allclose(v, value) and torch.allclose(v, v2) and v.shape == (10,)
+    assert torch.equal(p.deterministic(obs), mean)
+
+
+def test_categorical_logprob_and_entropy_match_torch():
+    torch.manual_seed(0)
+    p = ActorCritic(OBS, spaces.Discrete(5), hidden_size=8, num_layers=1)
+    obs = torch.randn(10, 6)
+    action, logprob, _ = p.act(obs)
+    logits, _ = p(obs)
+    dist = Categorical(logits=logits)
+    assert action.dtype == torch.int64 and action.shape == (10,)
+    assert torch.allclose(logprob, dist.log_prob(action), atol=1e-5)
+    lp, ent, _ = p.evaluate(obs, action)
+    assert torch.allclose(lp, logprob, atol=1e-6)
+    assert torch.allclose(ent, dist.entropy(), atol=1e-5)
+    assert torch.equal(p.deterministic(obs), logits.argmax(-1))
+
+
+def test_env_actions_are_clipped_but_buffer_actions_are_not():
+    p = ActorCritic(OBS, spaces.Box(-1, 1, (2,), np.float32), hidden_size=8, num_layers=1)
+    raw = torch.tensor([[3.0, -0.5], [-7.0, 0.25]])
+    env = p.to_env_action(raw)
+    assert env.dtype == np.float32 and env.tolist() == [[1.0, -0.5], [-1.0, 0.25]]
+    assert raw[0, 0].item() == 3.0
+
+
+def test_network_is_sized_by_config():
+    p = ActorCritic(OBS, spaces.Discrete(3), hidden_size=32, num_layers=3)
+    linears = [m for m in p.trunk if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(6, 32), (32, 32), (32, 32)]
+    assert p.heads.out_features == 3 + 1

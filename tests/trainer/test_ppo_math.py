@@ -1,0 +1,218 @@
+"""The PPO math on tiny tensors: GAE by hand, clipping, advantage normalisation, accumulation."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from autopilot.config.model import TrainConfig
+from autopilot.trainer.policy import ActorCritic
+from autopilot.trainer.ppo import (
+    STAT_KEYS,
+    Batch,
+    PackedBatch,
+    compute_gae,
+    explained_variance,
+    learning_rate,
+    make_optimizer,
+    minibatch_step,
+    normalize_advantages,
+    ppo_loss,
+    ppo_update,
+)
+
+
+def test_gae_matches_a_hand_computed_case():
+    # One agent, three steps; the episode ends after step 1 (so obs[2] starts a new one).
+    gamma, lam = 0.9, 0.5
+    r = torch.tensor([[1.0], [2.0], [3.0]])
+    v = torch.tensor([[0.5], [1.0], [2.0]])
+    dones = torch.tensor([[0.0], [0.0], [1.0]])
+    next_v, next_done = torch.tensor([4.0]), torch.tensor([0.0])
+    adv, ret = compute_gae(r, v, dones, next_v, next_done, gamma, lam)
+    d2 = 3.0 + 0.9 * 4.0 - 2.0  # 4.6, bootstraps from next_value
+    a2 = d2
+    d1 = 2.0 + 0.0 - 1.0  # the episode ended: no bootstrap, no carry
+    a1 = d1
+    d0 = 1.0 + 0.9 * 1.0 - 0.5  # 1.4
+    a0 = d0 + 0.9 * 0.5 * a1  # 1.85
+    assert adv.squeeze(1).tolist() == pytest.approx([a0, a1, a2])
+    assert ret.squeeze(1).tolist() == pytest.approx([a0 + 0.5, a1 + 1.0, a2 + 2.0])
+
+
+def test_gae_with_lambda_one_is_the_discounted_return_minus_value():
+    T, N, gamma = 5, 3, 0.97
+    g = torch.Generator().manual_seed(0)
+    r, v = torch.rand(T, N, generator=g), torch.rand(T, N, generator=g)
+    next_v = torch.rand(N, generator=g)
+    adv, ret = compute_gae(r, v, torch.zeros(T, N), next_v, torch.zeros(N), gamma, 1.0)
+    expected = next_v.clone()
+    for t in reversed(range(T)):
+        expected = r[t] + gamma * expected
+        assert torch.allclose(ret[t], expected, atol=1e-5)
+    assert torch.allclose(adv, ret - v)
+
+
+def test_gae_terminal_on_the_last_step_does_not_bootstrap():
+    adv, _ = compute_gae(torch.tensor([[1.0]]), torch.tensor([[0.25]]), torch.zeros(1, 1), torch.tensor([100.0]),
+                         torch.tensor([1.0]), 0.99, 0.95)
+    assert adv.item() == pytest.approx(0.75)
+
+
+def test_advantage_normalisation():
+    a = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    n = normalize_advantages(a)
+    assert n.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert n.std().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.argsort(n).tolist() == torch.argsort(a).tolist()
+
+
+class _Stub(torch.nn.Module):
+    """A 'policy' whose evaluate returns fixed new log-probs and values (as leaves with gradients)."""
+
+    def __init__(self, new_logprob, new_value, entropy):
+        super().__init__()
+        self.lp = torch.nn.Parameter(torch.tensor(new_logprob))
+        self.v = torch.nn.Parameter(torch.tensor(new_value))
+        self.ent = torch.tensor(entropy)
+
+    def evaluate(self, obs, actions):
+        return self.lp, self.ent, self.v
+
+
+def test_clipped_surrogate_value_clipping_and_stats_by_hand():
+    hp = TrainConfig(clip_coef=0.2, vf_clip_coef=0.5, vf_coef=0.5, ent_coef=0.01)
+    old_lp = torch.tensor([0.0, 0.0, 0.0])
+    new_lp = [math.log(1.5), math.log(0.5), math.log(1.1)]  # ratios 1.5 (clipped), 0.5 (clipped), 1.1
+    adv = torch.tensor([1.0, -1.0, 2.0])
+    old_v, ret = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([2.0, 1.0, 0.0])
+    new_v = [1.0, 1.2, 2.1]
+    mb = Batch(torch.zeros(3, 1), torch.zeros(3, 1), old_lp, old_v, adv, ret)
+    stub = _Stub(new_lp, new_v, [0.3, 0.3, 0.3])
+    loss, stats = ppo_loss(stub, mb, adv, hp)
+    s = dict(zip(STAT_KEYS, stats.tolist(), strict=True))
+    # Surrogate per sample: max(-A r, -A clip(r)).
+    pg = [max(-1.0 * 1.5, -1.0 * 1.2), max(1.0 * 0.5, 1.0 * 0.8), max(-2.0 * 1.1, -2.0 * 1.1)]
+    assert s["policy_loss"] == pytest.approx(sum(pg) / 3, rel=1e-5)
+    # Value: v_clipped = old + clip(new - old, ±0.5) -> [0.5, 1.2, 2.1]; max of squared errors.
+    vl = [max((1.0 - 2.0) ** 2, (0.5 - 2.0) ** 2), max(0.2**2, 0.2**2), max(2.1**2, 2.1**2)]
+    assert s["value_loss"] == pytest.approx(0.5 * sum(vl) / 3, rel=1e-5)
+    assert s["entropy"] == pytest.approx(0.3)
+    assert s["clipfrac"] == pytest.approx(2 / 3)
+    logratio = torch.tensor(new_lp)
+    assert s["old_approx_kl"] == pytest.approx(float((-logratio).mean()), rel=1e-5)
+    assert s["approx_kl"] == pytest.approx(float(((logratio.exp() - 1) - logratio).mean()), rel=1e-5)
+    assert loss.item() == pytest.approx(s["policy_loss"] - 0.01 * 0.3 + 0.5 * s["value_loss"], rel=1e-5)
+    # The clipped samples carry no policy gradient; the unclipped one does. The value of sample 0 is
+    # clipped (its clipped error is the larger), so it gets no value gradient either.
+    loss.backward()
+    g = stub.lp.grad.tolist()
+    assert g[0] == 0.0 and g[1] == 0.0 and g[2] != 0.0
+    assert stub.v.grad[0].item() == 0.0 and stub.v.grad[2].item() != 0.0
+
+
+def _policy(discrete=False, seed=0):
+    torch.manual_seed(seed)
+    act = spaces.Discrete(4) if discrete else spaces.Box(-1, 1, (2,), np.float32)
+    return ActorCritic(spaces.Box(-1, 1, (5,), np.float32), act, hidden_size=16, num_layers=2)
+
+
+def _batch(n=64, discrete=False, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    actions = torch.randint(0, 4, (n,), generator=g) if discrete else torch.randn(n, 2, generator=g)
+    return Batch(torch.randn(n, 5, generator=g), actions, torch.randn(n, generator=g) - 2.0,
+                 torch.randn(n, generator=g), torch.randn(n, generator=g) * 3.0 + 1.0, torch.randn(n, generator=g))
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_accumulation_equals_one_big_minibatch(discrete):
+    mb = _batch(64, discrete)
+    results = []
+    for chunk in (64, 16):  # one pass vs four accumulated chunks
+        policy = _policy(discrete)
+        hp = TrainConfig(max_minibatch_size=chunk, minibatch_size=64, batch_size=64, bptt_horizon=16)
+        opt = make_optimizer(policy, hp)
+        stats = minibatch_step(policy, opt, mb, hp)
+        results.append(([p.detach().clone() for p in policy.parameters()], stats))
+    (p_one, s_one), (p_acc, s_acc) = results
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p_one, p_acc, strict=True))
+    assert torch.allclose(s_one, s_acc, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(p_one, _policy(discrete).parameters(), strict=True))
+
+
+def test_accumulation_normalises_advantages_over_the_whole_minibatch():
+    # A chunk-wise normalisation would differ: shifting one chunk's advantages changes the result.
+    mb = _batch(32)
+    hp = TrainConfig(max_minibatch_size=8, minibatch_size=32, batch_size=32, bptt_horizon=8)
+    p1, p2 = _policy(), _policy()
+    minibatch_step(p1, make_optimizer(p1, hp), mb, hp)
+    big = TrainConfig(max_minibatch_size=32, minibatch_size=32, batch_size=32, bptt_horizon=8)
+    minibatch_step(p2, make_optimizer(p2, big), mb, big)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p1.parameters(), p2.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_packed_batch_take_equals_plain_indexing(discrete):
+    b = _batch(20, discrete)
+    idx = torch.tensor([3, 0, 19, 7])
+    got, want = PackedBatch(b).take(idx), b.take(idx)
+    for name in ("obs", "actions", "logprobs", "values", "advantages", "returns"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert got.actions.dtype == want.actions.dtype
+
+
+def test_update_improves_the_surrogate_and_reports_every_stat():
+    policy = _policy()
+    b = _batch(256)
+    with torch.no_grad():
+        lp, _, v = policy.evaluate(b.obs, b.actions)
+    b = Batch(b.obs, b.actions, lp, v, b.advantages, b.returns)
+    hp = TrainConfig(update_epochs=4, minibatch_size=64, batch_size=256, bptt_horizon=8, learning_rate=1e-2)
+    opt = make_optimizer(policy, hp)
+    stats = ppo_update(policy, opt, b, hp)
+    assert set(stats) == set(STAT_KEYS) and all(math.isfinite(x) for x in stats.values())
+    with torch.no_grad():
+        new_lp, _, _ = policy.evaluate(b.obs, b.actions)
+    adv = normalize_advantages(b.advantages)
+    # The probability of actions with positive advantage went up on average, negative ones down.
+    assert float(((new_lp - lp) * adv).mean()) > 0
+    assert stats["approx_kl"] > 0 and 0 <= stats["clipfrac"] <= 1
+
+
+def test_learning_rate_schedule():
+    hp = TrainConfig(learning_rate=1.0, anneal_lr=True)
+    assert [learning_rate(hp, e, 4) for e in range(4)] == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert learning_rate(hp, 10, 4) == pytest.approx(0.25)  # never below the last epoch's rate
+    assert learning_rate(TrainConfig(learning_rate=0.3, anneal_lr=False), 3, 4) == 0.3
+
+
+def test_optimizer_choice():
+    p = _policy()
+    assert type(make_optimizer(p, TrainConfig(optimizer="adam"))) is torch.optim.Adam
+    assert type(make_optimizer(p, TrainConfig(optimizer="adamw"))) is torch.optim.AdamW
+
+
+def test_explained_variance():
+    ret = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert explained_variance(ret, ret) == pytest.approx(1.0)
+    assert explained_variance(torch.full((4,), 2.5), ret) == pytest.approx(0.0)
+    assert math.isnan(explained_variance(ret, torch.ones(4)))
+
+
+def test_max_grad_norm_bounds_the_step():
+    mb = _batch(64)
+    moves = []
+    for clip in (1e-6, 10.0):
+        policy = _policy()
+        before = copy.deepcopy(list(policy.parameters()))
+        hp = TrainConfig(max_grad_norm=clip, minibatch_size=64, batch_size=64, bptt_horizon=8, optimizer="adam")
+        opt = torch.optim.SGD(policy.parameters(), lr=1.0)
+        minibatch_step(policy, opt, mb, hp)
+        moves.append(sum(float((a.detach() - b.detach()).norm() ** 2) for a, b in zip(policy.parameters(), before, strict=True)) ** 0.5)
+    assert moves[0] == pytest.approx(1e-6, rel=1e-2)  # clip_grad_norm_ divides by (norm + 1e-6)
+    assert moves[1] > 1e-3
