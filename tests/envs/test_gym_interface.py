@@ -94,3 +94,17 @@ def test_stable_baselines3_ppo_trains_on_the_single_arena_view():
     assert model.num_timesteps >= 3072
     action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
     assert env.action_space.contains(np.asarray(action, dtype=np.float32))
+
+
+def test_sb3_make_vec_env_builds_the_registered_id():
+    """SB3 passes render_mode and retries without it only on a TypeError; the id must build."""
+    import warnings
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vec = make_vec_env("autopilot/DroneDelivery-v0", n_envs=2)
+    obs = vec.reset()
+    assert obs.shape == (2, 22)
+    vec.close()

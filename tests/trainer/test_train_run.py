@@ -47,6 +47,7 @@ def test_summary_schema_files_and_checkpoints(tmp_path):
     assert {"mean_reward", "episode_length"} <= set(m)
     assert all(math.isfinite(data["trainer"][k]) for k in ("approx_kl", "clipfrac", "entropy", "value_loss",
                                                             "policy_loss", "explained_var"))
+    assert data["trainer"]["act_dim"] >= 1  # diagnosis judges entropy per action dimension
     u = data["utilisation"]
     assert 0.0 <= u["cpu_pct"] <= 100.0 and 0.0 < u["dram_pct"] <= 100.0
     if not torch.cuda.is_available():

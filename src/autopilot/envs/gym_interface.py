@@ -71,7 +71,10 @@ class DroneDeliverySingleEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, num_drones: int = 1, seed: int = 0, **param_kwargs: Any):
+    def __init__(self, num_drones: int = 1, seed: int = 0, render_mode: str | None = None, **param_kwargs: Any):
+        # There is no renderer. SB3's make_vec_env passes render_mode and retries without it on a TypeError.
+        if render_mode is not None:
+            raise TypeError(f"render_mode={render_mode!r} is not supported by {GYM_ID}; use render_mode=None")
         params = DroneDeliveryParams(num_envs=1, num_drones=num_drones, **param_kwargs)
         self.env = DroneDeliveryEnv(params, seed)
         self.env.record_final_obs = True

@@ -386,6 +386,13 @@ class Trainer:
         return restore
 
     # -- the summary -----------------------------------------------------------------------------
+    def _action_shape(self) -> dict[str, int]:
+        """Diagnosis judges entropy per action dimension (Gaussian) or against ln(n) (categorical)."""
+        policy = getattr(self, "policy", None)
+        if policy is None:
+            return {}
+        return {"act_dim": int(policy.act_dim)} if policy.continuous else {"act_n": int(policy.act_dim)}
+
     def _summary(self, eval_block: dict[str, Any] | None) -> TrainerSummary:
         wall = time.time() - self.t_start
         window = getattr(self, "window", TailWindow(1))
@@ -394,7 +401,8 @@ class Trainer:
             run_id=self.run_id, status=self.status,
             throughput={"sps": trained / wall if wall > 0 else None, "agent_steps": getattr(self, "agent_steps", 0),
                         "epoch": getattr(self, "epoch", 0), "wall_s": wall},
-            metrics=window.env_metrics(), trainer=window.trainer_metrics(), utilisation=window.utilisation(),
+            metrics=window.env_metrics(), trainer={**window.trainer_metrics(), **self._action_shape()},
+            utilisation=window.utilisation(),
             eval=eval_block,
             checkpoint={"path": str(self.latest_path) if self.latest_path else None,
                         "resumed_from": self.resume_path, "resume_kind": self.resume_kind,
