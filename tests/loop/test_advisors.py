@@ -62,10 +62,12 @@ def test_tiny_updates_and_high_entropy_lower_ent_coef_and_raise_epochs():
     assert set(p.changes) == {"train.ent_coef", "train.update_epochs"}  # max_knobs = 2, one per finding first
     for key, new in p.changes.items():
         assert TRUST.allows(ctx.space[key], ctx.base_config.model_dump()["train"][key.split(".")[1]], new)
-    assert (p.resume_mode, p.resume_from) == ("continue", "latest")
+    # σ 866: the latest checkpoint's policy is noise, so no warm start from it.
+    assert p.resume_mode == "fresh" and any("policy is noise (equivalent σ 866 > 3" in r for r in p.rationale)
     v = accepted(ctx, p)
     assert v.config.train.batch_size == 28_672 and all(c.ok for c in v.checks)
-    assert any("no trend evidence yet: one ×0.5 step" in r for r in p.rationale)
+    assert p.changes["train.ent_coef"] == 0.03  # a quarter step: σ far above the degenerate width
+    assert any("no trend evidence yet: one ×0.25 step" in r for r in p.rationale)
     assert any("approx_kl 0.0002 < 0.001" in r for r in p.rationale)
 
 
@@ -80,9 +82,10 @@ def test_regression_reverts_ent_coef_to_best_and_resumes_from_best():
     accepted(ctx, p)
 
 
-def _entropy_high(i, ent, score, **over):
+def _entropy_high(i, ent, score, entropy=4.2, **over):
+    # 4.2 nats over 2 dims is σ ≈ 2.0: too high, but not the "policy is noise" width (σ > 3).
     return make_record(rid(i), {"train.ent_coef": ent, **over}, metrics={"success_rate": score},
-                       trainer={"entropy": 8.0, "act_dim": 2})
+                       trainer={"entropy": entropy, "act_dim": 2})
 
 
 def test_move_goes_toward_the_best_known_value_when_the_trend_says_so():
@@ -100,6 +103,26 @@ def test_move_extrapolates_past_the_best_edge():
     p = rules(context(hist))
     assert p.changes["train.ent_coef"] == 0.03  # ×0.5 past the best-known 0.06
     assert any("past the best-known edge 0.06" in r for r in p.rationale)
+
+
+def test_revert_never_undoes_a_move_a_still_firing_finding_asks_for():
+    """The seeds' failure: ent_coef 0.12 → 0.06 scored lower (both near 0) and a revert to 0.12 would
+    undo the one move entropy_too_high still asks for; the entropy step continues instead, fresh."""
+    hist = [_entropy_high(0, 0.12, 0.069, entropy=5.85), _entropy_high(1, 0.06, 0.030, entropy=8.0)]
+    ctx = context(hist)
+    assert {"regression_vs_best", "entropy_too_high"} <= {f.code for f in ctx.findings}
+    p = rules(ctx)
+    assert p.changes["train.ent_coef"] < 0.06
+    assert any("not reverted to best's 0.12: entropy_too_high still fires" in r for r in p.rationale)
+    assert any("is overruled: a severe entropy_too_high" in r for r in p.rationale)
+    assert p.resume_mode == "fresh"
+
+
+def test_healthy_best_is_still_reverted_to():
+    hist = [make_record(rid(0), {"train.ent_coef": 0.01}, metrics={"success_rate": 0.6}),
+            make_record(rid(1), {"train.ent_coef": 0.02}, metrics={"success_rate": 0.2})]
+    p = rules(context(hist))
+    assert p.changes == {"train.ent_coef": 0.01} and (p.resume_mode, p.resume_from) == ("continue", "best")
 
 
 def test_move_contradicted_by_the_trend_is_skipped():

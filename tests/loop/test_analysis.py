@@ -139,7 +139,11 @@ def test_crashed_run_without_config_summary_still_gets_a_decision():
 def test_seeds_scenario_end_to_end():
     d = analyse_and_propose(seeds_ledger(), sps=124_600.0, remaining_runs=5, repro_command="autopilot run")
     assert {"regression_vs_best", "updates_too_small", "entropy_too_high", "high_oob"} <= codes(d)
-    assert d.proposal.changes == {"train.ent_coef": 0.01, "train.learning_rate": 0.002}
+    # ent_coef goes back to the best's 0.01; learning_rate is NOT lowered back to 0.002, because
+    # updates_too_small still fires and asks for larger steps (the revert would undo that).
+    assert d.proposal.changes == {"train.ent_coef": 0.01}
+    assert any("learning_rate: unchanged — not reverted to best's 0.002: updates_too_small still fires" in r
+               for r in d.proposal.rationale)
     assert d.proposal.resume_from == "best"
     assert d.labbook_md.startswith(f"## Run {rid(3)} — ")
 

@@ -32,6 +32,9 @@ class Thresholds:
     # entropy maps to an equivalent std σ = exp(h/act_dim − 1.4189).
     entropy_high_std: float = 1.0  # σ above this (wider than a unit Gaussian): entropy_too_high
     entropy_collapsed_std: float = 0.05  # σ below this: entropy_collapsed
+    # σ above this on actions in [-1, 1]: the policy is noise (clipped actions are nearly ±1 at random), so
+    # warm-starting its checkpoint inherits the noise and the entropy step is taken twice as large.
+    degenerate_std: float = 3.0
     discrete_high_frac: float = 0.95  # discrete: entropy / ln(n) above this: too high
     discrete_collapsed_frac: float = 0.05  # ... below this: collapsed
     # Value function.
@@ -130,6 +133,23 @@ def _updates(s: TrainerSummary | None, t: Thresholds) -> list[Finding]:
 
 
 # -- entropy ---------------------------------------------------------------------------------------
+def _gaussian_width(s: TrainerSummary, h: float) -> tuple[float, float, int, bool]:
+    """(entropy per dim, equivalent std, act_dim, act_dim assumed) of a diagonal Gaussian policy."""
+    act_dim = _stat(s, "act_dim")
+    assumed = act_dim is None or act_dim < 1
+    dims = 1 if assumed else int(act_dim)  # type: ignore[arg-type]
+    per_dim = h / dims
+    return per_dim, math.exp(min(per_dim - UNIT_GAUSSIAN_ENTROPY, 700.0)), dims, assumed
+
+
+def policy_std(s: TrainerSummary | None) -> float | None:
+    """The equivalent Gaussian std of a continuous policy from its tail entropy (None if discrete/unknown)."""
+    h = _stat(s, "entropy")
+    if h is None or s is None or _stat(s, "act_n") is not None:
+        return None
+    return _gaussian_width(s, h)[1]
+
+
 def _entropy(s: TrainerSummary | None, ent_coef: float | None, t: Thresholds) -> list[Finding]:
     h = _stat(s, "entropy")
     if h is None or s is None:
@@ -144,11 +164,7 @@ def _entropy(s: TrainerSummary | None, ent_coef: float | None, t: Thresholds) ->
               "frac_limit": limit}
         what = f"entropy {h:.3g} is {frac:.0%} of the uniform policy's ln({int(n_discrete)})"
     else:
-        act_dim = _stat(s, "act_dim")
-        assumed = act_dim is None or act_dim < 1
-        dims = 1 if assumed else int(act_dim)  # type: ignore[arg-type]
-        per_dim = h / dims
-        std = math.exp(min(per_dim - UNIT_GAUSSIAN_ENTROPY, 700.0))
+        per_dim, std, dims, assumed = _gaussian_width(s, h)
         high, low = std > t.entropy_high_std, std < t.entropy_collapsed_std
         limit_std = t.entropy_high_std if high else t.entropy_collapsed_std
         limit_h = UNIT_GAUSSIAN_ENTROPY + math.log(limit_std)
@@ -162,11 +178,14 @@ def _entropy(s: TrainerSummary | None, ent_coef: float | None, t: Thresholds) ->
     if ent_coef is not None:
         ev["ent_coef"] = ent_coef
     if high:
-        return [Finding(code="entropy_too_high", severity="warn", evidence=ev,
+        severe = "equiv_std" in ev and ev["equiv_std"] > t.degenerate_std
+        return [Finding(code="entropy_too_high", severity="error" if severe else "warn", evidence=ev,
                         theory=f"{what}: the policy stays diffuse and actions are mostly noise; the entropy bonus "
                                "outweighs the advantage signal.",
-                        moves=[Move(key="train.ent_coef", direction="down", factor=0.5,
-                                    why="less entropy pressure lets the policy commit")])]
+                        moves=[Move(key="train.ent_coef", direction="down", factor=0.25 if severe else 0.5,
+                                    why="less entropy pressure lets the policy commit"
+                                        + (f" (σ {ev['equiv_std']:.3g} > {t.degenerate_std:g}: a quarter, not a half)"
+                                           if severe else ""))])]
     if low:
         return [Finding(code="entropy_collapsed", severity="warn", evidence=ev,
                         theory=f"{what}: the policy became near-deterministic and stops exploring.",

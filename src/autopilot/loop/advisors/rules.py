@@ -36,6 +36,7 @@ from autopilot.loop.advisors.base import (
     trusted_best,
     tunable,
 )
+from autopilot.loop.diagnose import THRESHOLDS, policy_std
 from autopilot.loop.records import AdvisorContext, Finding, KnobTrend, Move, Proposal, RunRecord
 from autopilot.loop.sanity import trusted_score
 from autopilot.loop.trends import material_diff
@@ -115,6 +116,12 @@ class RulesAdvisor(Advisor):
         broken = next((codes[c] for c in ("diverged", "crashed", "stalled") if c in codes), None)
         if best is not None and best.run_id != latest.run_id and ("regression_vs_best" in codes or broken):
             self._revert(plan, best)
+            if not plan.reverted and broken is None:
+                # Every differing knob is still asked for by a firing finding: the findings decide.
+                kept = "; ".join(f"{key} {why}" for key, why in plan.skipped.items())
+                plan = _Plan(ctx)
+                plan.rationale.append(f"regression_vs_best: no revert — {kept}")
+                self._follow(plan)
         elif broken is not None and broken.code != "diverged" and latest.config is not None:
             changes, _ = seed_repeat(ctx, latest)
             plan.seed_repeat = True
@@ -133,8 +140,16 @@ class RulesAdvisor(Advisor):
         trends = {t.key: t for t in ctx.trends}
         plan.revert_to = best
         score = fmt_num(round(trusted_score(best, ctx.objective) or 0.0, 4))
+        asked = {(m.key, m.direction): f for f in ctx.findings for m in f.moves if f.code != "regression_vs_best"}
         for key, (old, value) in material_diff(ctx.base_config, best.config).items():  # type: ignore[arg-type]
             if key not in specs:
+                continue
+            against = asked.get((key, "down" if value > old else "up")) if specs[key].numeric else None
+            if against is not None:
+                # The latest run's own diagnosis outranks a score comparison: undoing a move that a
+                # still-firing finding asks for repeats the mistake the finding is about.
+                plan.skip(key, f"not reverted to best's {fmt_num(value)}: {against.code} still fires "
+                               f"({against.evidence.get('rule') or against.evidence_text()})")
                 continue
             new, reached = toward(specs[key], old, value)
             if not reached:  # a known-good point is a reason to leave the trust region
@@ -173,6 +188,14 @@ class RulesAdvisor(Advisor):
             better = {"lower is better": "down", "higher is better": "up"}.get(trend.direction)
             bv = trend.best_value
             ahead = spec.numeric and bv is not None and (bv < old if m.direction == "down" else bv > old)
+            if better is not None and better != m.direction and f.severity == "error":
+                # A severe finding (e.g. a policy that is pure noise) makes the runs' scores incomparable
+                # evidence about this knob; the diagnosis wins and the overruled trend is recorded.
+                new = step(spec, old, m.direction, factor=m.factor)
+                plan.set(m.key, new, f"{cause}: {m.why}; {factor} step; the trend ({_trend_text(trend)}) is "
+                                     f"overruled: a severe {f.code} makes those scores no evidence about {m.key}")
+                plan.causes.append(f.code)
+                return
             if better is not None and better != m.direction:
                 plan.skip(m.key, f"{cause} suggests {m.direction}, but the trend says {_trend_text(trend)}")
                 return
@@ -279,6 +302,7 @@ class RulesAdvisor(Advisor):
     def _proposal(self, plan: _Plan) -> Proposal:
         ctx = plan.ctx
         mode, src, why = choose_resume(ctx, prefer_best=plan.revert_to is not None, fresh=plan.seed_repeat)
+        mode, why = _refuse_noise_checkpoint(ctx, mode, src, why)
         codes = [f.code for f in ctx.findings]
         causes = list(dict.fromkeys(plan.causes))
         parts = [f"{k.split('.')[-1]} {fmt_num(current(ctx, k))}→{fmt_num(v)}" for k, v in plan.changes.items()
@@ -300,6 +324,20 @@ class RulesAdvisor(Advisor):
             rationale=plan.rationale + [f"resume: {why}"],
             expected_effect=expected or f"{ctx.objective} above the noise band of the current best",
             next_steps=next_steps, seed_repeat=plan.seed_repeat, trust_region_override=plan.override)
+
+
+def _refuse_noise_checkpoint(ctx: AdvisorContext, mode: str, src: str, why: str) -> tuple[str, str]:
+    """A checkpoint whose policy is noise (equivalent σ above `degenerate_std`) is no head start:
+    its log-std would have to be unlearned first, so the next run starts fresh instead."""
+    if mode != "continue":
+        return mode, why
+    rec = trusted_best(ctx) if src == "best" else ctx.history[-1]
+    std = policy_std(rec.trainer_summary) if rec is not None else None
+    limit = THRESHOLDS.degenerate_std
+    if std is None or std <= limit:
+        return mode, why
+    return "fresh", (f"fresh start: {src} {rec.run_id}'s policy is noise (equivalent σ {std:.3g} > {limit:g} on "
+                     f"actions in [-1, 1]); warm-starting it would inherit that width")
 
 
 def _rise(rec: RunRecord, objective: str) -> tuple[float, float] | None:
