@@ -9,7 +9,6 @@ the best), and what the advisor changed on the way. Run: `python experiments/rec
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -18,19 +17,21 @@ from rich.console import Console
 from rich.table import Table
 
 from autopilot.loop.runner import run_loop
-from autopilot.loop.workspace import list_run_dirs, open_workspace
+from autopilot.loop.workspace import load_history, open_workspace
 
 
 def one_session(workdir: Path, seed: int, runs: int, ent_coef: float, console: Console) -> list[dict]:
+    if (workdir / "runs").is_dir() and any((workdir / "runs").iterdir()):
+        raise SystemExit(f"{workdir} already holds runs; the experiment needs a fresh workspace per seed")
     run_loop(workdir, runs=runs, mode="quick", advisor="rules",
              base_overrides={"train.ent_coef": ent_coef, "train.seed": seed}, console=console)
     rows = []
-    for d in list_run_dirs(open_workspace(workdir, create_missing_dirs=False)):
-        summary = json.loads((d / "summary.json").read_text())
-        config = json.loads((d / "config.json").read_text())
-        rows.append({"run_id": d.name, "score": summary.get("score"), "status": summary["status"],
-                     "ent_coef": config["train"]["ent_coef"], "lr": config["train"]["learning_rate"],
-                     "update_epochs": config["train"]["update_epochs"], "changes": summary.get("changes", [])})
+    for rec in load_history(open_workspace(workdir, create_missing_dirs=False), lambda msg: None, with_curve=False):
+        if rec.config is None or rec.loop_summary is None:
+            continue  # a folder the loop never completed: not part of the session's result
+        t = rec.config.train
+        rows.append({"run_id": rec.run_id, "score": rec.score, "status": rec.status, "ent_coef": t.ent_coef,
+                     "lr": t.learning_rate, "update_epochs": t.update_epochs, "changes": rec.loop_summary.changes})
     return rows
 
 
