@@ -26,6 +26,7 @@ from autopilot.loop.records import GuardVerdict, Proposal, RunRecord
 from autopilot.loop.sanity import suspect_reasons
 from autopilot.loop.trends import SEED_KEY, material_config
 from autopilot.space import ParamSpec, SearchSpace, fmt_num
+from autopilot.summary import is_finite_number
 
 RESUME_KEYS = {"autopilot.resume_mode": "resume_mode", "autopilot.resume_from": "resume_from",
                "autopilot.save_strategy": "save_strategy"}
@@ -43,7 +44,7 @@ class TrustRegion:
     linear_frac: float = 0.25
 
     def interval(self, spec: ParamSpec, old: Any) -> tuple[float, float] | None:
-        if not spec.numeric or not _is_number(old):
+        if not spec.numeric or not is_finite_number(old):
             return None
         lo, hi = float(spec.low), float(spec.high)  # type: ignore[arg-type]
         if spec.scale in ("log", "pow2"):
@@ -60,7 +61,7 @@ class TrustRegion:
 
     def allows(self, spec: ParamSpec, old: Any, new: Any) -> bool:
         span = self.interval(spec, old)
-        if span is None or not _is_number(new):
+        if span is None or not is_finite_number(new):
             return True
         tol = 1e-9 * max(1.0, abs(span[0]), abs(span[1]))
         return span[0] - tol <= new <= span[1] + tol
@@ -75,8 +76,6 @@ class TrustRegion:
 TRUST = TrustRegion()
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -122,7 +121,7 @@ def _normalise(w: _Work, base_flat: dict[str, Any], space: SearchSpace) -> None:
                        f"autopilot resume/save keys and train.total_timesteps); tunable keys: {', '.join(tunable)}")
             continue
         if spec is not None and not spec.contains(value):
-            if spec.numeric and _is_number(value):
+            if spec.numeric and is_finite_number(value):
                 fixed = spec.clamp(value)
                 w.repairs.append(f"{key}={fmt_num(value)} clamped to {fmt_num(fixed)} (range {spec.describe()})")
                 value = fixed

@@ -21,7 +21,7 @@ from autopilot.config.overrides import diff_configs
 from autopilot.loop.records import LoopSummary, RunRecord
 from autopilot.loop.sanity import sanity_reasons, score_of
 from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, read_json_tolerant
-from autopilot.summary import TrainerSummary
+from autopilot.summary import TrainerSummary, is_finite_number
 
 # Statuses whose checkpoint is healthy enough to continue from. A crashed, stalled or failed run keeps its
 # checkpoints in its folder (a retry continues from them) but models/latest.pt stays at the last healthy
@@ -142,7 +142,7 @@ def read_best(ws: Workspace, warn: Warn | None = None) -> BestPointer | None:
         return None
     run_id, score, ckpt = (data.get(k) for k in ("run_id", "score", "checkpoint")) if isinstance(data, dict) else (None,) * 3
     if not (isinstance(run_id, str) and _plain_name(run_id) and isinstance(ckpt, str) and 0 < len(ckpt) < 4096
-            and isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+            and is_finite_number(score)):
         warn(f"{ws.best_json} lacks a valid run_id/score/checkpoint; it will be rebuilt from the ledger")
         return None
     objective = data.get("objective")
