@@ -58,7 +58,7 @@ def ini_to_dict(parser: configparser.ConfigParser, path: Path | str = "<ini>") -
 
 def _our_env_name(name: str) -> str:
     # PufferLib names its built-ins `puffer_<name>`; ours is the same env without the prefix.
-    from autopilot.envs.registry import _BUILTIN_MODULES
+    from autopilot.envs.registry import is_builtin_env
 
     stripped = name.removeprefix("puffer_")
-    return stripped if stripped in _BUILTIN_MODULES else name
+    return stripped if is_builtin_env(stripped) else name

@@ -18,7 +18,6 @@ Registering an env is one call: `register_env(EnvSpec(...))` in the env's module
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -27,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from autopilot.errors import ConfigError
+from autopilot.plugins import Registry
 from autopilot.space import SearchSpace
 
 
@@ -58,34 +58,35 @@ class EnvSpec:
     description: str = ""
 
 
-_REGISTRY: dict[str, EnvSpec] = {}
-# Built-ins register on first lookup, so importing the registry stays cheap and cycle-free.
-_BUILTIN_MODULES = {"drone_delivery": "autopilot.envs.drone_delivery"}
+# Built-ins register on first lookup, so importing the registry stays cheap and cycle-free; installed
+# packages add theirs through the `autopilot.envs` entry-point group.
+ENVS: Registry[EnvSpec] = Registry("environment", "autopilot.envs",
+                                   builtins={"drone_delivery": "autopilot.envs.drone_delivery"})
 _GYM_PREFIX = "gym:"
 
 
 def register_env(spec: EnvSpec) -> EnvSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
+    return ENVS.register(spec.name, spec)
 
 
 def available_envs() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES)) + [_GYM_PREFIX + "<id>"]
+    return ENVS.names() + [_GYM_PREFIX + "<id>"]
+
+
+def is_builtin_env(name: str) -> bool:
+    return name in ENVS._builtins
 
 
 def get_env_spec(name: str) -> EnvSpec:
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
-        return _REGISTRY[name]
-    if name.startswith(_GYM_PREFIX):
+    if name.startswith(_GYM_PREFIX) and name not in ENVS._items:
         from autopilot.envs.gym_adapter import gym_env_spec
 
         return register_env(gym_env_spec(name[len(_GYM_PREFIX):]))
-    raise ConfigError(
-        f"env_name={name!r} is not a registered environment; use one of {', '.join(available_envs())}"
-    )
+    try:
+        return ENVS.get(name)
+    except ConfigError:
+        raise ConfigError(f"env_name={name!r} is not a registered environment; use one of "
+                          f"{', '.join(available_envs())}") from None
 
 
 def validate_env_params(name: str, params: dict[str, Any]) -> BaseModel:

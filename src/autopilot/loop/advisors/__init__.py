@@ -1,4 +1,5 @@
-"""Advisors propose the next config. A small registry, Optuna-sampler-like: a module registers a name.
+"""Advisors propose the next config. A registry (`autopilot.plugins.Registry`, group `autopilot.advisors`):
+a module registers a name, built-in or from an installed package's entry point.
 
     from autopilot.loop.advisors import Advisor, register_advisor
 
@@ -6,53 +7,51 @@
     class Mine(Advisor):
         def propose(self, ctx): ...
 
-Built-ins (`rules`, `random`) are imported on first lookup, so importing this package stays cheap and
-other modules may register theirs (optuna, llm, manual) the same way.
+A third-party package declares it in its pyproject:
+
+    [project.entry-points."autopilot.advisors"]
+    mine = "my_package.advisor"      # a module that calls register_advisor, or "my_package.advisor:Mine"
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TypeVar
 
-from autopilot.errors import ConfigError
 from autopilot.loop.advisors.base import Advisor
-
-_REGISTRY: dict[str, Callable[[], Advisor]] = {}
-_BUILTIN_MODULES = {"rules": "autopilot.loop.advisors.rules",
-                    "random": "autopilot.loop.advisors.random_advisor"}
+from autopilot.plugins import Registry
 
 F = TypeVar("F", bound=Callable[[], Advisor])
+
+
+def _name_class(name: str, factory: Callable[[], Advisor]) -> None:
+    if isinstance(factory, type) and issubclass(factory, Advisor) and not factory.name:
+        factory.name = name
+
+
+ADVISORS: Registry[Callable[[], Advisor]] = Registry(
+    "advisor", "autopilot.advisors",
+    builtins={"rules": "autopilot.loop.advisors.rules",
+              "random": "autopilot.loop.advisors.random_advisor"},
+    on_register=_name_class)
 
 
 def register_advisor(name: str, factory: F | None = None) -> Callable[[F], F] | F:
     """Register `factory` (an Advisor subclass or any zero-argument callable returning one) under `name`.
     Usable as a decorator (`@register_advisor("rules")`) or directly."""
-
-    def add(f: F) -> F:
-        _REGISTRY[name] = f
-        if isinstance(f, type) and issubclass(f, Advisor) and not f.name:
-            f.name = name
-        return f
-
-    return add(factory) if factory is not None else add
+    return ADVISORS.register(name, factory)
 
 
 def available_advisors() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+    return ADVISORS.names()
 
 
 def get_advisor(name: str) -> Advisor:
     """A fresh advisor instance; an unknown name is a ConfigError listing the known ones."""
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
-    if name not in _REGISTRY:
-        raise ConfigError(f"advisor {name!r} is not registered; use one of {', '.join(available_advisors())}")
-    advisor = _REGISTRY[name]()
+    advisor = ADVISORS.get(name)()
     if not getattr(advisor, "name", ""):
         advisor.name = name
     return advisor
 
 
-__all__ = ["Advisor", "available_advisors", "get_advisor", "register_advisor"]
+__all__ = ["ADVISORS", "Advisor", "available_advisors", "get_advisor", "register_advisor"]

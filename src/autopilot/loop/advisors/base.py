@@ -24,6 +24,24 @@ class Advisor(ABC):
     @abstractmethod
     def propose(self, ctx: AdvisorContext) -> Proposal: ...
 
+    def propose_many(self, ctx: AdvisorContext, k: int) -> list[Proposal]:
+        """K candidates for one generation (`--parallel K`). The default: this advisor's proposal, then
+        seed repeats of it (each also measures the noise band). Advisors with a better idea of their
+        next-best alternatives (a sampler's K asks) override this."""
+        first = self.propose(ctx)
+        out = [first]
+        seeds = [r.config.train.seed for r in ctx.history if r.config is not None]
+        seed = max(seeds + [int(first.changes.get(SEED_KEY, ctx.base_config.train.seed))])
+        for i in range(1, k):
+            changes = dict(first.changes)
+            changes[SEED_KEY] = seed + i
+            out.append(first.model_copy(update={
+                "changes": changes, "seed_repeat": True,
+                "headline": f"{first.headline} (seed {seed + i})",
+                "rationale": [*first.rationale, f"candidate {i + 1} of {k}: the same move with train.seed "
+                                                f"{seed + i}, so the generation also measures the noise band"]}))
+        return out
+
 
 # -- values ------------------------------------------------------------------------------------------
 def current(ctx: AdvisorContext, key: str) -> Any:
