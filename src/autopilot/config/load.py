@@ -10,11 +10,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from autopilot.atomic import atomic_write_json
-from autopilot.config.model import Config
+from autopilot.config.model import Config, trainer_space
 from autopilot.config.overrides import apply_overrides
 from autopilot.envs.registry import get_env_spec, pydantic_violations
 from autopilot.errors import AutopilotError, ConfigError
-from autopilot.space import ParamSpec, SearchSpace, trainer_space
+from autopilot.space import ParamSpec, SearchSpace
 
 PROFILES = ("quick", "full")
 
