@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autopilot.config.invariants import Check
 from autopilot.errors import AutopilotError
 from autopilot.loop.advisors import get_advisor
 from autopilot.loop.advisors.base import choose_resume, save_strategy, seed_repeat
+from autopilot.loop.advisors.external import screen
 from autopilot.loop.diagnose import diagnose
 from autopilot.loop.guard import guard
 from autopilot.loop.notes import render_labbook, render_notes
@@ -42,6 +44,7 @@ class Decision:
     notes_md: str = ""  # runs/<run_id>/notes.md
     labbook_md: str = ""  # the section appended to journal/labbook.md
     noise: NoiseBand | None = None  # the band in force (measured or assumed) and how it was obtained
+    proposed: dict[str, Proposal] = field(default_factory=dict)  # advisor -> its proposal as given, before repairs
 
 
 def _base_record(history: list[RunRecord]) -> RunRecord | None:
@@ -114,14 +117,32 @@ def _advise(decision: Decision, ctx: AdvisorContext, advisor: str, history: list
     names = [advisor] + (["rules"] if advisor != "rules" else [])
     attempts: list[tuple[str, Proposal | None, str]] = []
     for name in names:
+        chosen = get_advisor(name)
         try:
-            attempts.append((name, get_advisor(name).propose(ctx.model_copy()), ""))
+            attempts.append((name, chosen.propose(ctx.model_copy()), ""))
         except AutopilotError as exc:
             attempts.append((name, None, f"advisor {name} failed: {exc}"))
+        if _screened(decision, attempts[-1], chosen, ctx.space):
+            continue
         if _judge(decision, ctx, attempts[-1], history, best_pointer):
             return
     _judge(decision, ctx, ("fallback", _fallback(ctx, _base_record(history)), ""),  # type: ignore[arg-type]
            history, best_pointer)
+
+
+def _screened(decision: Decision, attempt: tuple[str, Proposal | None, str], chosen: object,
+              space: SearchSpace) -> bool:
+    """Keep what an advisor proposed, before any repair (the notes show it); refuse what an outside
+    (untrusted) advisor may never do before the guard even looks. True when refused here."""
+    name, proposal, _ = attempt
+    if proposal is None:
+        return False
+    decision.proposed[name] = proposal.model_copy(deep=True)
+    reasons = screen(proposal, space) if getattr(chosen, "untrusted", False) else []
+    if reasons:
+        decision.rejected.append((name, GuardVerdict(accepted=False, proposal=proposal, reasons=reasons,
+                                                     checks=[Check("outside advisor", "fail", reasons[0], reasons)])))
+    return bool(reasons)
 
 
 def _judge(decision: Decision, ctx: AdvisorContext, attempt: tuple[str, Proposal | None, str],

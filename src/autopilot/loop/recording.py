@@ -127,6 +127,8 @@ def _report(say: Say, decision: Any, ws: Workspace, staged: bool) -> None:
         say("  findings: " + ", ".join(f"{f.code} ({f.severity})" for f in decision.findings))
     else:
         say("  findings: none")
+    for name, verdict in decision.rejected:  # the reason a chosen advisor was passed over, logged
+        say(f"  ! {name} refused: {(verdict.reasons or ['no reason given'])[0][:240]}", "yellow")
     if decision.proposal is not None:
         ch = decision.proposal.changes
         what = ", ".join(f"{k}={v}" for k, v in ch.items()) if ch else "no knob changes"
