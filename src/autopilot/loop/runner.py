@@ -135,6 +135,8 @@ def _stop_criterion(loop: Loop, run_dir: Path) -> str:
             rec.trainer_summary.metric(loop.until.metric) if rec.trainer_summary else None)
         if loop.until.met(value):
             return f"target {loop.until} reached by run {rec.run_id} ({value:.4g})"
+    if (read_state(run_dir).get("person") or {}).get("decision") == "vetoed":
+        return f"a person vetoed the proposal after run {rec.run_id}; stage one with `autopilot apply` and rerun"
     recent = [load_run(d, lambda m: None, with_curve=False).loop_summary for d, st in loop.session_runs()
               if st.get("phase") == "done"][-PLATEAU_RUNS:]
     if len(recent) == PLATEAU_RUNS and all(r is not None and "plateau" in r.findings for r in recent):
@@ -306,6 +308,20 @@ def _advance(loop: Loop, run_dir: Path) -> None:
         analyse_run(loop.ws, run_dir, advisor=loop.advisor, say=loop.say, warn=loop.warn, keep_pending=True,
                     remaining_runs=max(0, loop.session.target - len(loop.session_runs())),
                     remaining_seconds=loop.remaining_s())
+        if loop.advisor == "manual" and not _person_decided(loop, run_dir):
+            return  # stopped while waiting: the rerun analyses again and waits again
         write_state(run_dir, phase="done", finished_at=iso_now())
+
+
+def _person_decided(loop: Loop, run_dir: Path) -> bool:
+    """`--advisor manual`: wait for a person's decision on the staged proposal (loop/approval.py)."""
+    from autopilot.loop.approval import await_person
+
+    if read_state(run_dir).get("person"):
+        return True  # decided before a crash
+    cfg = load_run(run_dir, loop.warn, with_curve=False).config
+    timeout = cfg.autopilot.advisor.approval_timeout_s if cfg is not None else 900.0
+    return await_person(loop.ws, run_dir, mode=loop.mode, timeout_s=timeout, console=loop.console,
+                        stopped=lambda: loop.stop.requested) is not None
 
 
