@@ -78,7 +78,7 @@ def test_malformed_answer_falls_back_to_rules_with_the_reason(llm_env, content, 
     assert d.advisor_used == "rules" and d.proposal is not None
     (name, verdict), = d.rejected
     assert name == "llm" and reason in verdict.reasons[0]
-    assert "## Refused proposals" in d.notes_md and f"- llm: no proposal; advisor llm failed: " in d.notes_md
+    assert "## Refused proposals" in d.notes_md and "- llm: no proposal; advisor llm failed: " in d.notes_md
     assert "- ran instead: rules: train." in d.notes_md
     assert "- Refused: llm (advisor llm failed:" in d.labbook_md and "ran rules instead" in d.labbook_md
 

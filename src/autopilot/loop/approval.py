@@ -30,7 +30,14 @@ from autopilot.atomic import append_text, atomic_write_json, atomic_write_text
 from autopilot.config import flatten
 from autopilot.errors import AutopilotError, WorkspaceError
 from autopilot.loop.proposals import current_base, record_rejection, validate_override
-from autopilot.loop.workspace import Workspace, iso_now, load_history, open_workspace, read_json_tolerant, write_state
+from autopilot.loop.workspace import (
+    Workspace,
+    iso_now,
+    load_history,
+    open_workspace,
+    read_json_tolerant,
+    write_state,
+)
 from autopilot.space import fmt_num
 
 POLL_S = 0.2
