@@ -3,7 +3,9 @@
 Proposals change `history[-1].config` (the latest run's full config); `Decision.verdict.config` is the
 full resolved config the accepted proposal produces. When the chosen advisor's proposal is rejected
 the `rules` advisor is asked; if that is rejected too, a conservative seed repeat of the best (else
-latest) config; if even that fails, `proposal` is None and the notes say so.
+latest) config; if even that fails, `proposal` is None and the notes say so. A proposal from an outside
+advisor (`untrusted`: llm, command) is screened first (`advisors.external.screen`); every proposal as
+given is kept in `Decision.proposed`, so the notes can show what was refused and why.
 """
 
 from __future__ import annotations
@@ -117,8 +119,9 @@ def _advise(decision: Decision, ctx: AdvisorContext, advisor: str, history: list
     names = [advisor] + (["rules"] if advisor != "rules" else [])
     attempts: list[tuple[str, Proposal | None, str]] = []
     for name in names:
-        chosen = get_advisor(name)
+        chosen = None
         try:
+            chosen = get_advisor(name)
             attempts.append((name, chosen.propose(ctx.model_copy()), ""))
         except AutopilotError as exc:
             attempts.append((name, None, f"advisor {name} failed: {exc}"))
