@@ -129,3 +129,27 @@ def test_approve_with_nothing_waiting_is_a_clear_error(fake_ws):
 def test_bad_advisor_options_are_one_line_errors(fake_ws, args, message):
     done = fake_ws.cli("run", "--runs", "1", "--workdir", str(fake_ws.root), *args)
     assert done.returncode == 1 and message in done.stderr
+
+
+def test_the_token_budget_is_per_session_and_survives_a_restart(fake_ws, openai_server, monkeypatch):  # noqa: F811
+    from autopilot.loop.advisors import llm
+
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("AUTOPILOT_LLM_MODEL", "test-model")
+    monkeypatch.setattr(llm, "SESSION_USAGE", llm.UsageMeter())
+    openai_server.script(default={"content": json.dumps({"changes": {"train.gae_lambda": 0.9}, "headline": "h",
+                                                         "rationale": ["r"]})})
+    budget = {"autopilot.advisor.llm_token_budget": 100}
+    assert fake_ws.run(runs=1, advisor="llm", base_overrides=budget) == 0
+    session = json.loads(fake_ws.ws.session_path.read_text())
+    spent = session["advisor_tokens"]
+    assert spent == llm.SESSION_USAGE.tokens > 100 and len(openai_server.requests) == 1
+    # the process dies; a new one (a fresh meter) resumes the same, unfinished session
+    monkeypatch.setattr(llm, "SESSION_USAGE", llm.UsageMeter())
+    session.update(status="stopped", target=2)
+    session["signature"]["runs"] = 2
+    fake_ws.ws.session_path.write_text(json.dumps(session))
+    assert fake_ws.run(runs=2, advisor="llm", base_overrides=budget) == 0
+    assert "resuming session" in fake_ws.output()
+    assert len(openai_server.requests) == 1  # the budget was already spent: not asked again
+    assert "token budget is spent" in notes(fake_ws, 1)

@@ -76,6 +76,7 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: st
     with WorkspaceLock(ws, command=f"autopilot run --runs {runs} --mode {mode}",
                        warn=lambda m: console.print(f"[yellow]! {m}[/]", highlight=False)):
         session = open_session(ws, signature, runs, lambda m, s="": console.print(f"[{s}]{m}[/]" if s else m))
+        _advisor_usage().tokens = session.advisor_tokens  # the llm token budget is per session, not per process
         loop = Loop(ws=ws, console=console, mode=mode, advisor=advisor, base_overrides=base_overrides or {},
                     session=session, until=target, budget_s=budget_minutes * 60 if budget_minutes else None)
         with _trap_signals(loop):
@@ -308,9 +309,16 @@ def _advance(loop: Loop, run_dir: Path) -> None:
         analyse_run(loop.ws, run_dir, advisor=loop.advisor, say=loop.say, warn=loop.warn, keep_pending=True,
                     remaining_runs=max(0, loop.session.target - len(loop.session_runs())),
                     remaining_seconds=loop.remaining_s())
+        loop.session.advisor_tokens = _advisor_usage().tokens  # saved with the session at the next tick
         if loop.advisor == "manual" and not _person_decided(loop, run_dir):
             return  # stopped while waiting: the rerun analyses again and waits again
         write_state(run_dir, phase="done", finished_at=iso_now())
+
+
+def _advisor_usage():
+    from autopilot.loop.advisors.llm import SESSION_USAGE
+
+    return SESSION_USAGE
 
 
 def _person_decided(loop: Loop, run_dir: Path) -> bool:

@@ -14,9 +14,10 @@ refuses the format is asked again without it). Whatever comes back is validated 
 model, screened and guarded like any proposal. Failures raise `AdvisorError`: the analysis falls back
 to the default advisor and the note says why.
 
-Tokens are counted from each response's `usage` and charged to a `UsageMeter`. The registered factory
-shares one meter per process, so the budget (`llm_token_budget`) spans every run of one `autopilot run`
-(a restarted session starts a fresh meter); tests pass their own.
+Tokens are counted from each response's `usage` and charged to a `UsageMeter`. Advisors are built
+afresh for every analysis, so the registered factory shares one meter per process (`SESSION_USAGE`);
+the runner loads it from `session.json` when a session starts or resumes and saves it back after each
+analysis, so the budget (`llm_token_budget`) spans the session, restarts included. Tests pass their own.
 """
 
 from __future__ import annotations
