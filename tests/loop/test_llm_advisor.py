@@ -176,6 +176,24 @@ def test_server_without_json_mode_is_asked_again_plainly_and_missing_usage_is_es
     assert meter.estimated_calls == 1 and meter.tokens > 0
 
 
+def test_optional_parameters_a_server_refuses_are_dropped_one_by_one(llm_env):
+    server, _ = llm_env
+    server.script({"status": 400, "error": "Unsupported parameter: 'max_tokens'; use max_completion_tokens"},
+                  {"status": 400, "error": "temperature does not support 0.2 with this model"}, GOOD)
+    d = analyse_and_propose(quick(ent_coef_ledger()), advisor="llm")
+    assert d.advisor_used == "llm" and len(server.requests) == 3
+    assert "max_tokens" in server.requests[0] and "max_tokens" not in server.requests[1]
+    assert "temperature" in server.requests[1] and "temperature" not in server.requests[2]
+    assert server.requests[2]["response_format"] == {"type": "json_object"}
+
+
+def test_a_bad_request_naming_nothing_optional_is_a_reason(llm_env):
+    server, _ = llm_env
+    server.script({"status": 400, "error": "model 'test-model' does not exist"})
+    d = analyse_and_propose(quick(ent_coef_ledger()), advisor="llm")
+    assert len(server.requests) == 1 and "answered HTTP 400" in d.rejected[0][1].reasons[0]
+
+
 def test_json_schema_mode_sends_the_proposal_schema_and_fenced_answers_parse(llm_env):
     server, _ = llm_env
     server.script({"content": "```json\n" + GOOD["content"] + "\n```"})

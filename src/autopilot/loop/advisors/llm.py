@@ -10,7 +10,7 @@ Where it connects (the config key wins when set, else the environment variable):
 The call uses the official `openai` client: a per-request timeout (`autopilot.advisor.timeout_s`), its
 retries with exponential backoff (`llm_max_retries`), and JSON output where the server offers it
 (`llm_response_format`: json_object by default; json_schema sends the Proposal schema; a server that
-refuses the format is asked again without it). Whatever comes back is validated with the Proposal
+refuses the format, the temperature or max_tokens is asked again without it). Whatever comes back is validated with the Proposal
 model, screened and guarded like any proposal. Failures raise `AdvisorError`: the analysis falls back
 to the default advisor and the note says why.
 
@@ -36,6 +36,7 @@ from autopilot.loop.records import AdvisorContext, Proposal
 
 ENV_BASE_URL, ENV_API_KEY, ENV_MODEL = "OPENAI_BASE_URL", "OPENAI_API_KEY", "AUTOPILOT_LLM_MODEL"
 MAX_COMPLETION_TOKENS = 1500
+OPTIONAL_PARAMS = ("response_format", "temperature", "max_tokens")  # dropped if a server refuses them
 SYSTEM_PROMPT = (
     "You tune PPO training runs. You read a digest of the run ledger and propose the next config. "
     "Judge scores against the noise band; treat SUSPECT runs as broken measurements, never as progress. "
@@ -119,8 +120,10 @@ class LLMAdvisor(ExternalAdvisor):
         return parse_answer(text, advisor=self.name or "llm", source=f"model {s.model}")
 
     def _complete(self, s: LLMSettings, digest: str) -> str:
-        import openai
-
+        try:
+            import openai
+        except ImportError:
+            raise AdvisorError("the llm advisor needs the openai package: pip install 'autopilot[llm]'") from None
         where = s.base_url or "the OpenAI API"
         client = openai.OpenAI(base_url=s.base_url, api_key=s.api_key, timeout=s.timeout_s,
                                max_retries=s.max_retries)
@@ -131,13 +134,17 @@ class LLMAdvisor(ExternalAdvisor):
         if fmt is not None:
             kwargs["response_format"] = fmt
         try:
-            try:
-                resp = client.chat.completions.create(**kwargs)
-            except openai.BadRequestError as exc:
-                if "response_format" not in kwargs or "response_format" not in str(exc):
-                    raise
-                kwargs.pop("response_format")  # the server does not offer it: plain text, still validated
-                resp = client.chat.completions.create(**kwargs)
+            resp = None
+            while resp is None:
+                try:
+                    resp = client.chat.completions.create(**kwargs)
+                except openai.BadRequestError as exc:
+                    # A server that does not offer an optional parameter (JSON mode, temperature, max_tokens)
+                    # is asked again without it; the answer is validated the same way.
+                    named = [p for p in OPTIONAL_PARAMS if p in kwargs and p in str(exc)]
+                    if not named:
+                        raise
+                    kwargs.pop(named[0])
         except openai.APITimeoutError:
             raise AdvisorError(f"{where} did not answer within {s.timeout_s:g}s "
                                f"({s.max_retries} retr{'y' if s.max_retries == 1 else 'ies'} with backoff)") from None
