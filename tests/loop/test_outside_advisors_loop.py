@@ -24,7 +24,7 @@ def test_run_advisor_llm_runs_2_from_the_command_line(fake_ws, openai_server, mo
     monkeypatch.setenv("AUTOPILOT_LLM_MODEL", "test-model")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     openai_server.script(
-        {"content": json.dumps({"changes": {"autopilot.trainer_command": ["sh", "-c", "echo pwned"]},
+        {"content": json.dumps({"changes": {"autopilot.trainer_command": ["sh", "-c", "echo [/] [bold]pwned"]},
                                 "headline": "use my trainer", "rationale": ["success_rate will be 0.999"]})},
         {"content": json.dumps({"changes": {"train.gae_lambda": 0.9}, "resume_mode": "continue",
                                 "resume_from": "latest", "headline": "shorter credit assignment",
@@ -33,11 +33,11 @@ def test_run_advisor_llm_runs_2_from_the_command_line(fake_ws, openai_server, mo
     assert done.returncode == 0, done.stdout + done.stderr
     fake_ws.assert_complete(2)
     assert len(openai_server.requests) == 2
-    assert "llm refused: autopilot.trainer_command=" in done.stdout
+    assert "llm refused: autopilot.trainer_command=['sh', '-c', 'echo [/] [bold]pwned']" in done.stdout  # markup shown, not run
     # run 1: the model's proposal refused, shown with why, and what ran instead
     first = notes(fake_ws, 0)
     assert "## Refused proposals" in first
-    assert "- llm proposed: autopilot.trainer_command: [" in first and "-> ['sh', '-c', 'echo pwned']" in first
+    assert "- llm proposed: autopilot.trainer_command: [" in first and "-> ['sh', '-c', 'echo [/] [bold]pwned']" in first
     assert "model test-model's theory (quoted, not checked): “success_rate will be 0.999”" in first
     assert "  - refused: autopilot.trainer_command=" in first and "- ran instead: rules:" in first
     labbook = fake_ws.ws.labbook.read_text()
@@ -47,7 +47,7 @@ def test_run_advisor_llm_runs_2_from_the_command_line(fake_ws, openai_server, mo
     assert "- Advisor: llm" in second and "train.gae_lambda: 0.95 -> 0.9" in second
     assert json.loads(fake_ws.ws.next_config.read_text())["train.gae_lambda"] == 0.9
     cfg = json.loads((fake_ws.run_dirs()[1] / "config.json").read_text())
-    assert cfg["autopilot"]["trainer_command"] != ["sh", "-c", "echo pwned"]
+    assert "pwned" not in json.dumps(cfg)
 
 
 def _start_manual(fake_ws, runs: int, timeout: float = 60) -> subprocess.Popen:

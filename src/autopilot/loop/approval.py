@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from autopilot.atomic import append_text, atomic_write_json, atomic_write_text
@@ -77,10 +78,10 @@ def await_person(ws: Workspace, run_dir: Path, *, mode: str, timeout_s: float, c
     atomic_write_json(awaiting_path(ws), {"run_id": run_dir.name, "staged": staged, "since": iso_now(),
                                           "deadline_unix": deadline})
     console.print(Panel(
-        f"[bold]Proposal after run {run_dir.name}[/]: {_show(staged)}\n\n"
-        f"  approve:  [cyan]autopilot approve --workdir {ws.root}[/]\n"
-        f"  replace:  [cyan]autopilot apply FILE --workdir {ws.root}[/]  or edit {ws.rel(ws.next_config)}\n"
-        f"  veto:     [cyan]autopilot approve --veto --workdir {ws.root}[/]  (the session stops after this run)\n\n"
+        f"[bold]Proposal after run {run_dir.name}[/]: {escape(_show(staged))}\n\n"
+        f"  approve:  [cyan]autopilot approve --workdir {escape(str(ws.root))}[/]\n"
+        f"  replace:  [cyan]autopilot apply FILE --workdir {escape(str(ws.root))}[/]  or edit {ws.rel(ws.next_config)}\n"
+        f"  veto:     [cyan]autopilot approve --veto --workdir {escape(str(ws.root))}[/]  (the session stops after this run)\n\n"
         f"No answer in {timeout_s:g}s: the staged proposal runs as drafted.",
         title="waiting for a person", border_style="yellow"), highlight=False)
     last_invalid: str | None = None
@@ -95,7 +96,8 @@ def await_person(ws: Workspace, run_dir: Path, *, mode: str, timeout_s: float, c
                 decision = _decided(answer, staged, current)
                 break
             if not ws.next_config.exists() and staged is not None:
-                decision = {"decision": "vetoed", "by": "a person (deleted the staged proposal)", "via": "delete"}
+                decision = {"decision": "vetoed", "by": "a person (deleted the staged proposal)", "via": "delete",
+                            "override": staged}
                 break
             if ws.next_config.exists() and current != staged:
                 if checked is None or checked[0] != current:  # validate each saved version once
@@ -106,7 +108,7 @@ def await_person(ws: Workspace, run_dir: Path, *, mode: str, timeout_s: float, c
                                 "via": ws.rel(ws.next_config), "override": current, "drafted": staged}
                     break
                 if problem != last_invalid:
-                    console.print(f"[red]{ws.rel(ws.next_config)} as edited is not valid: {problem}; still "
+                    console.print(f"[red]{ws.rel(ws.next_config)} as edited is not valid: {escape(problem)}; still "
                                   f"waiting (fix it, or approve/veto)[/]", highlight=False, soft_wrap=True)
                     last_invalid = problem
             if time.time() >= deadline:
@@ -119,7 +121,7 @@ def await_person(ws: Workspace, run_dir: Path, *, mode: str, timeout_s: float, c
     approval_path(ws).unlink(missing_ok=True)
     decision["at"] = iso_now()
     _act(ws, run_dir, decision)
-    console.print(f"[bold]{decision_line(decision)}[/]", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(decision_line(decision))}[/]", highlight=False, soft_wrap=True)
     return decision
 
 
@@ -196,7 +198,7 @@ def approve_command(workdir: Path, *, veto: bool = False, note: str | None = Non
     atomic_write_json(approval_path(ws), answer)
     staged = read_json_tolerant(ws.next_config, lambda m: None)
     flat = flatten(staged) if isinstance(staged, dict) else None
-    console.print(f"{answer['decision']} the proposal after run {waiting.get('run_id')}: {_show(flat)}",
+    console.print(f"{answer['decision']} the proposal after run {waiting.get('run_id')}: {escape(_show(flat))}",
                   highlight=False)
     return answer
 
