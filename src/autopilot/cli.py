@@ -54,6 +54,33 @@ def _overrides(override_file: Path | None, sets: list[str] | None) -> dict[str, 
     return merged
 
 
+def _advisor_overrides(base_url: str | None, model: str | None, command: str | None,
+                       approval_timeout: float | None) -> dict[str, Any]:
+    """The advisor options as `autopilot.advisor.*` keys: the same as --set, carried run to run."""
+    import shlex
+
+    from autopilot.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    if base_url is not None:
+        out["autopilot.advisor.llm_base_url"] = base_url
+    if model is not None:
+        out["autopilot.advisor.llm_model"] = model
+    if command is not None:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise ConfigError(f"--advisor-command {command!r} cannot be split into arguments ({exc}); quote it "
+                              f"like a shell command line, e.g. --advisor-command 'python agent.py {{digest}}'") from None
+        if not argv:
+            raise ConfigError("--advisor-command is empty; give a program and its arguments, e.g. "
+                              "--advisor-command 'python agent.py {digest}'")
+        out["autopilot.advisor.command"] = argv
+    if approval_timeout is not None:
+        out["autopilot.advisor.approval_timeout_s"] = approval_timeout
+    return out
+
+
 @app.command()
 @_guarded
 def validate(
@@ -148,17 +175,28 @@ def init(workdir: Path = WorkdirOpt) -> None:
 def run(
     runs: int = typer.Option(3, "--runs", "-n", min=1, help="Training runs to do in this session."),
     mode: str = typer.Option("quick", "--mode", help="Base profile: quick or full."),
-    advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config."),
+    advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config: rules (default), "
+                                "random, llm, command, manual, or an installed plugin's name."),
     workdir: Path = WorkdirOpt,
     until: str | None = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
     set_: list[str] | None = SetOpt,
+    llm_base_url: str | None = typer.Option(None, "--llm-base-url", help="--advisor llm: the OpenAI-compatible "
+                                            "endpoint (default $OPENAI_BASE_URL)."),
+    llm_model: str | None = typer.Option(None, "--llm-model", help="--advisor llm: the model (default "
+                                         "$AUTOPILOT_LLM_MODEL)."),
+    advisor_command: str | None = typer.Option(None, "--advisor-command", help="--advisor command: the command "
+                                               "line (split into argv, no shell; {digest} = the digest's file)."),
+    approval_timeout: float | None = typer.Option(None, "--approval-timeout", help="--advisor manual: seconds "
+                                                  "to wait for a person."),
 ) -> None:
     """Run the loop: train, diagnose, propose, guard, record; N times."""
     from autopilot.loop.runner import run_loop
 
+    overrides = _overrides(None, set_)
+    overrides.update(_advisor_overrides(llm_base_url, llm_model, advisor_command, approval_timeout))
     code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
-                    budget_minutes=budget_minutes, base_overrides=_overrides(None, set_), console=console)
+                    budget_minutes=budget_minutes, base_overrides=overrides, console=console)
     raise typer.Exit(code)
 
 
@@ -190,6 +228,19 @@ def apply(proposal: Path = typer.Argument(..., help="A JSON proposal of dotted k
     from autopilot.loop.commands import apply_command
 
     apply_command(proposal, workdir, console=console)
+
+
+@app.command()
+@_guarded
+def approve(
+    workdir: Path = WorkdirOpt,
+    veto: bool = typer.Option(False, "--veto", help="Refuse the staged proposal; the session stops after this run."),
+    note: str | None = typer.Option(None, "--note", help="Why, for the run's notes."),
+) -> None:
+    """Approve (or --veto) the proposal a `--advisor manual` session is waiting on."""
+    from autopilot.loop.approval import approve_command
+
+    approve_command(workdir, veto=veto, note=note, console=console)
 
 
 @app.command()

@@ -73,6 +73,27 @@ class PolicyConfig(Section):
     num_layers: int = knob(2, "hidden layers", "int", 1, 8, tunable=False)
 
 
+class AdvisorSettings(Section):
+    """How the `llm`, `command` and `manual` advisors reach their source (`autopilot.advisor.*`).
+
+    Never tunable and never settable by a proposal: they choose what program runs and which server is
+    asked. The API key is read from $OPENAI_API_KEY only, so no secret lands in a run's config.json.
+    """
+
+    # `command` advisor: argv list (no shell); `{digest}` is replaced by a file holding the digest,
+    # which is also written to the command's stdin.
+    command: list[str] | None = None
+    timeout_s: float = Field(120.0, gt=0)  # per request (llm) or per invocation (command)
+    # `llm` advisor; None = $OPENAI_BASE_URL / $AUTOPILOT_LLM_MODEL.
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_max_retries: int = Field(2, ge=0, le=10)  # the client's retries, with exponential backoff
+    llm_token_budget: int = Field(200_000, ge=0)  # prompt + completion tokens per session; 0 = none
+    llm_response_format: Literal["json_schema", "json_object", "none"] = "json_object"
+    # `manual` advisor: seconds to wait for a person; then the staged proposal runs as it is.
+    approval_timeout_s: float = Field(900.0, gt=0)
+
+
 class AutopilotConfig(Section):
     resume_mode: Literal["fresh", "continue"] = "fresh"
     resume_from: str = "latest"  # latest | best | a checkpoint path
@@ -90,6 +111,7 @@ class AutopilotConfig(Section):
                             10, tunable=False)
     # A user's own trainer: argv with {config}, {run_dir}, {resume} placeholders; None = the built-in one.
     trainer_command: list[str] | None = None
+    advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
 
 
 class SweepSpec(Section):
