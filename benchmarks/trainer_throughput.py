@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -54,9 +55,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sb3-epochs", type=int, default=3, help="epochs for each SB3 run (first is warm-up)")
     ap.add_argument("--sb3-envs", type=int, default=16, help="n_envs of SB3's make_vec_env")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: ours)")
-    ap.add_argument("--no-sb3-native", action="store_true", help="skip the SB3 native-VecEnv figure")
+    ap.add_argument("--no-sb3-gym", action="store_true", help="skip the (slow) SB3 DummyVecEnv figure")
     ap.add_argument("--no-sb3", action="store_true", help="measure ours only")
-    ap.add_argument("--profile", action="store_true", help="profile our update with torch.profiler")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds of the update-phase comparison")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds before them")
+    ap.add_argument("--no-legacy", action="store_true", help="skip the previous implementation's figures")
+    ap.add_argument("--no-epoch", action="store_true", help="measure the update phase only")
+    ap.add_argument("--profile", action="store_true", help="profile our update (and the legacy one)")
     ap.add_argument("--require-ratio", type=float, default=None)
     ap.add_argument("--require-sps", type=float, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
@@ -67,9 +72,11 @@ def parse_args() -> argparse.Namespace:
 # Ours
 
 
-def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
+def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu") -> tuple[float, dict]:
+    """Whole epochs of `autopilot.trainer.train`; `legacy` swaps in the previous update (policy forward,
+    optimizer, update loop) and leaves everything else as it is."""
     from autopilot.config import config_from_dict, ensure_valid
-    from autopilot.trainer.train import train
+    from autopilot.trainer import train as train_module
 
     agents = a.env_objects * a.arenas * a.drones
     bptt = a.batch // agents
@@ -77,7 +84,7 @@ def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
         "env_name": "drone_delivery", "env": {"num_envs": a.arenas, "num_drones": a.drones},
         "vec": {"num_envs": a.env_objects, "num_workers": 1},
         "train": {"total_timesteps": a.batch * a.epochs, "bptt_horizon": bptt, "minibatch_size": a.minibatch,
-                  "update_epochs": a.update_epochs, "checkpoint_interval": 10**6},
+                  "update_epochs": a.update_epochs, "checkpoint_interval": 10**6, "device": device},
         "policy": {"hidden_size": a.hidden, "num_layers": a.layers},
         "autopilot": {"eval_episodes": 0, "save_strategy": "latest"},
     }))
@@ -85,10 +92,17 @@ def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
         os.environ["AUTOPILOT_LOG_CAPTURED"] = "1"  # keep our log lines out of the benchmark's output
         out = io.StringIO()
         stdout, sys.stdout = sys.stdout, out
+        swapped = {"ActorCritic": LegacyActorCritic, "make_optimizer": legacy_optimizer,
+                   "ppo_update": legacy_ppo_update} if legacy else {}
+        saved = {k: getattr(train_module, k) for k in swapped}
         try:
-            train(cfg, Path(tmp) / "bench", dashboard=False)
+            for k, v in swapped.items():
+                setattr(train_module, k, v)
+            train_module.train(cfg, Path(tmp) / "bench", dashboard=False)
         finally:
             sys.stdout = stdout
+            for k, v in saved.items():
+                setattr(train_module, k, v)
         rows = [json.loads(x) for x in (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     sps = (last["agent_steps"] - first["agent_steps"]) / (last["wall_s"] - first["wall_s"])
@@ -96,7 +110,8 @@ def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
     parts = {k: sum(r[k] for r in steady) for k in ("env_s", "policy_s", "update_s")}
     total = last["wall_s"] - first["wall_s"]
     parts["other_s"] = total - sum(parts.values())
-    return sps, {"bptt": bptt, "agents": agents, "seconds": parts, "epochs_timed": len(steady)}
+    return sps, {"bptt": bptt, "agents": agents, "seconds": parts, "epochs_timed": len(steady),
+                 "update_s_per_epoch": float(np.median([r["update_s"] for r in steady]))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,12 +162,7 @@ class _Timer:
 
 
 def run_sb3(a: argparse.Namespace, env, n_steps: int) -> float:
-    from stable_baselines3 import PPO
-
-    model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=a.minibatch, n_epochs=a.update_epochs,
-                learning_rate=3e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
-                max_grad_norm=0.5, policy_kwargs=sb3_policy_kwargs(a.hidden, a.layers), device="cpu", seed=1,
-                verbose=0)
+    model = sb3_model(a, env, n_steps)
     timer = _Timer()
     model.learn(total_timesteps=a.batch * a.sb3_epochs, callback=timer)
     (s0, t0), (s1, t1) = timer.marks[1], timer.marks[-1]  # from the second rollout's start to the end
@@ -223,10 +233,111 @@ def sb3_native_env(a: argparse.Namespace):
 
 
 # --------------------------------------------------------------------------------------------------
+# The update phase alone: ours, the previous implementation, SB3 — on the very same batch
+
+
+class LegacyActorCritic:
+    """The previous forward pass: autograd through `nn.Sequential` and `nn.Linear` (no fused node)."""
+
+    def __new__(cls, *args, **kwargs):
+        from autopilot.trainer.policy import ActorCritic
+
+        class Legacy(ActorCritic):
+            def forward(self, obs):
+                out = self.heads(self.trunk(obs))
+                return out[:, : self.act_dim], out[:, self.act_dim]
+
+        return Legacy(*args, **kwargs)
+
+
+def legacy_optimizer(policy, hp):
+    """The previous optimizer: Adam's default on CPU, a Python loop over the parameters."""
+    cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+    return cls(policy.parameters(), lr=hp.learning_rate, eps=1e-5, foreach=False,
+               **({"weight_decay": 0.01} if hp.optimizer == "adamw" else {}))
+
+
+def legacy_ppo_update(policy, optimizer, batch, hp, generator=None) -> dict[str, float]:
+    """The previous update: a row gather per minibatch, per-parameter gradient clipping."""
+    from autopilot.trainer.ppo import STAT_KEYS, PackedBatch, normalize_advantages, ppo_loss
+
+    n, mb_size = len(batch), int(hp.minibatch_size)
+    packed = PackedBatch(batch)
+    total = torch.zeros(len(STAT_KEYS), device=batch.obs.device)
+    steps = 0
+    for _ in range(hp.update_epochs):
+        perm = torch.randperm(n, generator=generator).to(batch.obs.device)
+        for start in range(0, n, mb_size):
+            mb = packed.take(perm[start:start + mb_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss, stats = ppo_loss(policy, mb, normalize_advantages(mb.advantages), hp)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm, foreach=False)
+            optimizer.step()
+            total += stats
+            steps += 1
+    return dict(zip(STAT_KEYS, (total / max(steps, 1)).tolist(), strict=True))
+
+
+def sb3_model(a: argparse.Namespace, env, n_steps: int, device: str = "cpu"):
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=a.minibatch, n_epochs=a.update_epochs,
+               learning_rate=3e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
+               max_grad_norm=0.5, policy_kwargs=sb3_policy_kwargs(a.hidden, a.layers), device=device, seed=1,
+               verbose=0)
+
+
+def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> dict[str, float]:
+    """Median seconds of one whole update (`update_epochs` passes over `batch` in `minibatch`es) for each
+    implementation, interleaved round by round so that load from other programs hits all alike.
+
+    The batch is SB3's own: one rollout of SB3 on the native VecEnv fills its buffer, and ours and the
+    legacy update train on the same observations, actions, log-probabilities, values and advantages."""
+    from autopilot.config.model import TrainConfig
+    from autopilot.trainer.policy import ActorCritic
+    from autopilot.trainer.ppo import Batch, make_optimizer, ppo_update
+
+    env, n_agents = sb3_native_env(a)
+    model = sb3_model(a, env, a.batch // n_agents, device if with_sb3 else "cpu")
+    model.learn(total_timesteps=a.batch)  # one rollout + one update: fills the buffer, warms SB3 up
+    rb = model.rollout_buffer
+    flat = lambda x, *shape: torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(a.batch, *shape)  # noqa: E731
+    batch = Batch(flat(rb.observations, -1), flat(rb.actions, -1), flat(rb.log_probs), flat(rb.values),
+                  flat(rb.advantages), flat(rb.returns))
+    batch = Batch(*(t.to(device) for t in (batch.obs, batch.actions, batch.logprobs, batch.values,
+                                           batch.advantages, batch.returns)))
+    hp = TrainConfig(minibatch_size=a.minibatch, update_epochs=a.update_epochs, learning_rate=3e-3, ent_coef=0.01)
+    spaces = (env.observation_space, env.action_space)
+    ours_pol = ActorCritic(*spaces, a.hidden, a.layers).to(device)
+    old_pol = LegacyActorCritic(*spaces, a.hidden, a.layers).to(device)
+    ours_opt, old_opt = make_optimizer(ours_pol, hp), legacy_optimizer(old_pol, hp)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    runs = {"ours": lambda: ppo_update(ours_pol, ours_opt, batch, hp),
+            "legacy": lambda: legacy_ppo_update(old_pol, old_opt, batch, hp)}
+    if with_sb3:
+        runs["sb3"] = model.train
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(a.warmup):
+        for run in runs.values():
+            run()
+    for _ in range(a.repeats):
+        for name, run in runs.items():
+            sync()
+            t0 = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    env.close()
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+# --------------------------------------------------------------------------------------------------
 # Profile of our update
 
 
-def profile_update(a: argparse.Namespace, threads: int) -> str:
+def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
+    """Where one update's CPU time goes (torch.profiler self time, grouped), ours or the legacy one."""
     from gymnasium import spaces
     from torch.profiler import ProfilerActivity, profile
 
@@ -235,35 +346,35 @@ def profile_update(a: argparse.Namespace, threads: int) -> str:
     from autopilot.trainer.ppo import Batch, make_optimizer, ppo_update
 
     torch.set_num_threads(threads)
+    torch.manual_seed(0)
     obs_dim = 12 + 5 * 2
-    pol = ActorCritic(spaces.Box(-1, 1, (obs_dim,), np.float32), spaces.Box(-1, 1, (2,), np.float32),
-                      a.hidden, a.layers)
-    hp = TrainConfig(minibatch_size=a.minibatch, batch_size=a.batch, update_epochs=a.update_epochs,
-                     bptt_horizon=a.batch // (a.env_objects * a.arenas * a.drones))
-    opt = make_optimizer(pol, hp)
+    pol = (LegacyActorCritic if legacy else ActorCritic)(
+        spaces.Box(-1, 1, (obs_dim,), np.float32), spaces.Box(-1, 1, (2,), np.float32), a.hidden, a.layers)
+    hp = TrainConfig(minibatch_size=a.minibatch, update_epochs=a.update_epochs)
+    opt, update = (legacy_optimizer(pol, hp), legacy_ppo_update) if legacy else (make_optimizer(pol, hp), ppo_update)
     B = a.batch
     with torch.no_grad():
         obs, act = torch.rand(B, obs_dim) * 2 - 1, torch.randn(B, 2)
         lp, _, v = pol.evaluate(obs, act)
     batch = Batch(obs, act, lp, v, torch.randn(B), torch.randn(B))
-    ppo_update(pol, opt, batch, hp)  # warm-up
+    update(pol, opt, batch, hp)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        ppo_update(pol, opt, batch, hp)
+        update(pol, opt, batch, hp)
+
     def group(key: str) -> str:
-        if key in ("aten::addmm", "aten::tanh"):
-            return "forward matmuls + tanh (addmm, tanh)"
+        if key in ("aten::addmm", "aten::mm"):
+            return "matmuls (addmm, mm)"
+        if key in ("aten::tanh", "aten::tanh_", "aten::tanh_backward"):
+            return "tanh and its derivative"
         if key == "aten::copy_":
-            return "bias broadcast + casts (copy_)"
-        if key == "aten::mm":
-            return "backward matmuls (mm)"
-        if key == "aten::tanh_backward":
-            return "backward tanh"
+            return "copies (bias broadcast, casts, slice gradients)"
         if key == "aten::sum":
-            return "bias gradients (sum)"
+            return "sums (bias gradients, loss means)"
         if key in ("aten::index_select", "aten::cat", "aten::randperm"):
             return "minibatch gather (index_select)"
-        if key.startswith(("Optimizer.", "aten::_foreach", "aten::linalg_vector_norm", "aten::addcdiv_",
-                           "aten::addcmul_", "aten::lerp_", "aten::sqrt", "aten::clamp_", "aten::zero_")):
+        if key.startswith(("Optimizer.", "aten::_foreach", "aten::_fused", "aten::linalg_vector_norm",
+                           "aten::addcdiv_", "aten::addcmul_", "aten::lerp_", "aten::sqrt", "aten::clamp_",
+                           "aten::zero_")):
             return "optimizer step + grad clip + zero_grad"
         return "PPO loss elementwise ops, autograd glue"
 
@@ -273,10 +384,11 @@ def profile_update(a: argparse.Namespace, threads: int) -> str:
         t = ev.self_cpu_time_total
         all_self += t
         totals[group(ev.key)] = totals.get(group(ev.key), 0.0) + t
-    lines = [f"update profile: {a.update_epochs} epochs × {B // a.minibatch} minibatches of {a.minibatch:,} "
-             f"({B:,} samples), {threads} thread(s), self CPU time {all_self / 1e3:,.0f} ms"]
+    lines = [f"{'legacy' if legacy else 'ours'} update profile: {a.update_epochs} epochs × {B // a.minibatch} "
+             f"minibatches of {a.minibatch:,} ({B:,} samples), {threads} thread(s), self CPU time "
+             f"{all_self / 1e3:,.0f} ms"]
     for g, t in sorted(totals.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {g:44s} {t / 1e3:8.1f} ms  {100 * t / all_self:5.1f}%")
+        lines.append(f"  {g:48s} {t / 1e3:8.1f} ms  {100 * t / all_self:5.1f}%")
     return "\n".join(lines)
 
 
@@ -289,6 +401,7 @@ def main() -> int:
 
     threads = a.threads or torch_threads(1)
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
     agents = a.env_objects * a.arenas * a.drones
     if a.batch % agents:
         sys.exit(f"--batch {a.batch} must be a multiple of the agents {agents}")
@@ -296,45 +409,73 @@ def main() -> int:
 
     net = f"shared MLP {a.layers}×{a.hidden} tanh + linear policy/value heads"
     print("Trainer throughput: autopilot PPO vs Stable-Baselines3 PPO "
-          f"{stable_baselines3.__version__}, drone_delivery, cpu, {threads} torch thread(s), this one process")
-    print(f"  same for both: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
-          f"{a.update_epochs} update epochs, {net}; SPS over whole epochs, first epoch excluded")
-    print(f"  ours:        autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones = "
-          f"{agents:,} agents, bptt {a.batch // agents}, stepped in-process")
-    print(f"  SB3 (gym):   PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs}) "
-          f"[DummyVecEnv over the single-agent Gymnasium view, 1 drone per arena], n_steps {a.batch // a.sb3_envs:,}")
-    if not a.no_sb3_native:
-        print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
-              f"{agents:,} agents, n_steps {a.batch // agents}")
+          f"{stable_baselines3.__version__}, drone_delivery, {threads} torch thread(s), this one process")
+    print(f"  same for all: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
+          f"{a.update_epochs} update epochs, {net}")
+    print(f"  ours:         autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones "
+          f"= {agents:,} agents, bptt {a.batch // agents}, stepped in-process")
+    print("  legacy:       the same trainer with the previous update (autograd through nn.Linear, a gather per "
+          "minibatch, Adam's per-parameter loop)")
+    print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
+          f"{agents:,} agents, n_steps {a.batch // agents}")
+    print(f"  SB3 (gym):    PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs}) "
+          f"[DummyVecEnv over the single-agent Gymnasium view], n_steps {a.batch // a.sb3_envs:,}")
     sys.stdout.flush()
+    result: dict = {"threads": threads}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    ours, detail = run_ours(a)
-    s = detail["seconds"]
-    tot = sum(s.values())
-    print(f"ours:         {ours:12,.0f} SPS   (epoch time: env step {100 * s['env_s'] / tot:.0f}%, policy forward "
-          f"in rollout {100 * s['policy_s'] / tot:.0f}%, update {100 * s['update_s'] / tot:.0f}%, "
-          f"other {100 * s['other_s'] / tot:.0f}%; {detail['epochs_timed']} epochs)", flush=True)
-    if a.no_sb3:
-        if a.profile:
-            print(profile_update(a, threads))
-        return 0 if a.require_sps is None or ours >= a.require_sps else 1
-    torch.set_num_threads(threads)
-    sb3 = run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs)
-    print(f"SB3 (gym):    {sb3:12,.0f} SPS   ratio ours / SB3 = {ours / sb3:,.1f}×", flush=True)
-    result = {"ours_sps": ours, "sb3_gym_sps": sb3, "ratio_gym": ours / sb3, "threads": threads}
-    if not a.no_sb3_native:
+    # 1. The update phase alone, same batch, interleaved rounds, medians.
+    for dev in devices:
+        upd = measure_update(a, dev, with_sb3=not a.no_sb3)
+        if a.no_legacy:
+            upd.pop("legacy", None)
+        print(f"update phase on {dev} (median of {a.repeats} interleaved rounds, {a.batch:,} samples × "
+              f"{a.update_epochs} epochs):")
+        for name, sec in upd.items():
+            rel = f"   ours is {sec / upd['ours']:.2f}× faster" if name != "ours" else ""
+            print(f"  {name:8s} {1e3 * sec:8.1f} ms  {a.batch / sec:12,.0f} samples/s{rel}", flush=True)
+        result[f"update_s_{dev}"] = upd
+        if "sb3" in upd:
+            result[f"update_ratio_sb3_{dev}"] = upd["sb3"] / upd["ours"]
+    if a.no_epoch:
+        if a.json:
+            print(json.dumps(result))
+        return 0
+
+    # 2. Whole epochs (rollout + update), SPS over all epochs but the first.
+    print("whole epochs (rollout + update), SPS over all epochs but the first:")
+    for dev in devices:
+        runs = [("ours", False)] + ([] if a.no_legacy else [("legacy", True)])
+        for name, legacy in runs:
+            torch.set_num_threads(threads)
+            sps, detail = run_ours(a, legacy=legacy, device=dev)
+            s = detail["seconds"]
+            tot = sum(s.values())
+            print(f"  {name + ' (' + dev + ')':16s} {sps:12,.0f} SPS   (env step {100 * s['env_s'] / tot:.0f}%, "
+                  f"policy forward in rollout {100 * s['policy_s'] / tot:.0f}%, update "
+                  f"{100 * s['update_s'] / tot:.0f}%, other {100 * s['other_s'] / tot:.0f}%; "
+                  f"{detail['epochs_timed']} epochs)", flush=True)
+            result[f"{name}_sps_{dev}"] = sps
+    ours = result["ours_sps_cpu"]
+    if not a.no_sb3:
         torch.set_num_threads(threads)
         env, n_agents = sb3_native_env(a)
         native = run_sb3(a, env, a.batch // n_agents)
-        print(f"SB3 (native): {native:12,.0f} SPS   ratio ours / SB3 = {ours / native:,.1f}×", flush=True)
+        print(f"  {'SB3 (native)':16s} {native:12,.0f} SPS   ours / SB3 native = {ours / native:,.2f}×", flush=True)
         result.update(sb3_native_sps=native, ratio_native=ours / native)
+        if not a.no_sb3_gym:
+            torch.set_num_threads(threads)
+            sb3 = run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs)
+            print(f"  {'SB3 (gym)':16s} {sb3:12,.0f} SPS   ours / SB3 gym = {ours / sb3:,.1f}×", flush=True)
+            result.update(sb3_gym_sps=sb3, ratio_gym=ours / sb3)
     if a.profile:
-        print(profile_update(a, threads))
+        for legacy in (False, True):
+            print(profile_update(a, threads, legacy))
     if a.json:
         print(json.dumps(result))
     ok = True
-    if a.require_ratio is not None and ours / sb3 < a.require_ratio:
-        print(f"FAIL: ratio {ours / sb3:.1f} < {a.require_ratio}")
+    if a.require_ratio is not None and result.get("ratio_native", math.inf) < a.require_ratio:
+        print(f"FAIL: ours / SB3 native {result['ratio_native']:.2f} < {a.require_ratio}")
         ok = False
     if a.require_sps is not None and ours < a.require_sps:
         print(f"FAIL: {ours:,.0f} SPS < {a.require_sps:,.0f}")
