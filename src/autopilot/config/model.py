@@ -21,7 +21,8 @@ class Section(BaseModel):
 class VecConfig(Section):
     num_envs: int = 2  # env objects
     num_workers: int = 1  # processes stepping them (1 = in-process)
-    backend: Literal["serial", "multiprocessing"] = "serial"
+    # "torch": the env's torch implementation stepped on train.device (chosen anyway on CUDA when there is one).
+    backend: Literal["serial", "multiprocessing", "torch"] = "serial"
 
     @field_validator("backend", mode="before")
     @classmethod

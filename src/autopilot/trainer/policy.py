@@ -167,10 +167,13 @@ class ActorCritic(nn.Module):
         out = self(obs)[0]
         return out if self.continuous else out.argmax(-1)
 
-    def to_env_action(self, action: torch.Tensor) -> np.ndarray:
-        """What the env receives: continuous actions clipped to the space's bounds (the buffer keeps the
-        unclipped sample, so its log-probability stays exact), discrete actions as int64."""
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """What the env receives, on the policy's device: continuous actions clipped to the space's bounds
+        (the buffer keeps the unclipped sample, so its log-probability stays exact), discrete as int64."""
         if self.continuous:
-            action = torch.maximum(torch.minimum(action, self.high), self.low)
-            return action.to("cpu", torch.float32).numpy()
-        return action.to("cpu", torch.int64).numpy()
+            return torch.maximum(torch.minimum(action, self.high), self.low)
+        return action.to(torch.int64)
+
+    def to_env_action(self, action: torch.Tensor) -> np.ndarray:
+        """`env_action` as a host numpy array, for numpy envs."""
+        return self.env_action(action).to("cpu").numpy()
