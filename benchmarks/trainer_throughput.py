@@ -1,25 +1,32 @@
-"""Trainer throughput: our PPO trainer against Stable-Baselines3 PPO, same env and same work per epoch.
+"""Trainer throughput: our PPO trainer against Stable-Baselines3 PPO and against our previous update.
 
-    .venv/bin/python benchmarks/trainer_throughput.py                   # defaults below, ~3-4 minutes
-    .venv/bin/python benchmarks/trainer_throughput.py --no-sb3-native   # skip the second SB3 figure
-    .venv/bin/python benchmarks/trainer_throughput.py --require-ratio 20 --require-sps 100000
-    .venv/bin/python benchmarks/trainer_throughput.py --profile         # + where our update's time goes
+    .venv/bin/python benchmarks/trainer_throughput.py                  # update phase + whole epochs, ~5 min
+    .venv/bin/python benchmarks/trainer_throughput.py --no-epoch       # the update phase only
+    .venv/bin/python benchmarks/trainer_throughput.py --sb3-gym        # + SB3 on its DummyVecEnv (slow)
+    .venv/bin/python benchmarks/trainer_throughput.py --require-ratio 2 --require-update-ratio 2
+    .venv/bin/python benchmarks/trainer_throughput.py --profile        # + where each update's time goes
 
-Both trainers run in this one process, one after the other, with the same torch thread count, and
-train the same PPO work per epoch: a rollout of `--batch` agent-steps, `--update-epochs` passes in
-minibatches of `--minibatch`, the same network (a shared MLP trunk of `--layers` × `--hidden` tanh
-units feeding linear policy and value heads: our `policy.py`, and in SB3 a features extractor shared
-by actor and critic with empty `net_arch`), the same PPO hyperparameters. SPS counts agent-steps per
-wall-clock second over whole epochs (rollout + update), the first epoch excluded as warm-up.
+Everything runs in this one process with the same torch thread count and the same PPO work: a batch
+of `--batch` agent-steps, `--update-epochs` passes in minibatches of `--minibatch`, the same network (a
+shared MLP trunk of `--layers` × `--hidden` tanh units feeding linear policy and value heads: our
+`policy.py`, and in SB3 a features extractor shared by actor and critic with empty `net_arch`), the
+same PPO hyperparameters. Two figures, each on every device present (CPU, and CUDA when there is one):
+
+1. The update phase alone, on the very same batch (SB3's own rollout buffer, fed to all three):
+   median wall time of `--repeats` interleaved rounds after `--warmup` untimed ones.
+2. Whole epochs (rollout + update): `--rounds` interleaved runs of `--epochs` epochs of each trainer,
+   the first epoch of each run excluded (warm-up); SPS = batch / the median epoch time.
 
 * ours: `autopilot.trainer.train.train` on drone_delivery, `--env-objects` env objects of
-  `--arenas` arenas × `--drones` drones stepped in-process, `bptt_horizon = batch / agents`.
-* SB3 (gymnasium): `PPO("MlpPolicy", make_vec_env("autopilot/DroneDelivery-v0", n_envs=--sb3-envs))`,
-  i.e. the env's single-agent Gymnasium view (one drone per arena, the cheapest form of the env)
-  vectorised by SB3's own DummyVecEnv, `n_steps = batch / n_envs`. This is how SB3 users train on a
-  Gymnasium env.
-* SB3 (native VecEnv): the same PPO on an SB3 `VecEnv` adapter over ONE vectorised drone_delivery object
+  `--arenas` arenas × `--drones` drones stepped in-process, `bptt_horizon = batch / agents`; on CUDA
+  the env is the device-resident torch implementation.
+* legacy: the same trainer with the previous update swapped in (kept here as a reference): autograd
+  through `nn.Linear`, a row gather per minibatch, Adam's and the clipping's per-parameter loops.
+* SB3 (native VecEnv): SB3's PPO on an SB3 `VecEnv` adapter over ONE vectorised drone_delivery object
   holding as many agents as ours, `n_steps = batch / agents`: SB3 without a Python loop over envs.
+* SB3 (gym): `PPO("MlpPolicy", make_vec_env("autopilot/DroneDelivery-v0", n_envs=--sb3-envs))`, the
+  env's single-agent Gymnasium view vectorised by SB3's DummyVecEnv, `n_steps = batch / n_envs`: how
+  SB3 users train on a Gymnasium env.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -51,18 +59,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--update-epochs", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=12, help="epochs for our trainer")
-    ap.add_argument("--sb3-epochs", type=int, default=3, help="epochs for each SB3 run (first is warm-up)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per whole-epoch run (the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved whole-epoch runs of each trainer")
     ap.add_argument("--sb3-envs", type=int, default=16, help="n_envs of SB3's make_vec_env")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: ours)")
-    ap.add_argument("--no-sb3-gym", action="store_true", help="skip the (slow) SB3 DummyVecEnv figure")
+    ap.add_argument("--sb3-gym", action="store_true", help="add the (slow) SB3 DummyVecEnv whole-epoch figure")
     ap.add_argument("--no-sb3", action="store_true", help="measure ours only")
     ap.add_argument("--repeats", type=int, default=7, help="timed rounds of the update-phase comparison")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds before them")
     ap.add_argument("--no-legacy", action="store_true", help="skip the previous implementation's figures")
     ap.add_argument("--no-epoch", action="store_true", help="measure the update phase only")
     ap.add_argument("--profile", action="store_true", help="profile our update (and the legacy one)")
-    ap.add_argument("--require-ratio", type=float, default=None)
+    ap.add_argument("--require-ratio", type=float, default=None, help="minimum whole-epoch ours / SB3 native")
+    ap.add_argument("--require-update-ratio", type=float, default=None, help="minimum update-phase SB3 / ours")
     ap.add_argument("--require-sps", type=float, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     return ap.parse_args()
@@ -104,14 +113,12 @@ def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu") -
             for k, v in saved.items():
                 setattr(train_module, k, v)
         rows = [json.loads(x) for x in (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()]
-    first, last = rows[0], rows[-1]
-    sps = (last["agent_steps"] - first["agent_steps"]) / (last["wall_s"] - first["wall_s"])
-    steady = rows[1:]
+    steady = rows[1:]  # the first epoch is warm-up
     parts = {k: sum(r[k] for r in steady) for k in ("env_s", "policy_s", "update_s")}
-    total = last["wall_s"] - first["wall_s"]
+    total = rows[-1]["wall_s"] - rows[0]["wall_s"]
     parts["other_s"] = total - sum(parts.values())
-    return sps, {"bptt": bptt, "agents": agents, "seconds": parts, "epochs_timed": len(steady),
-                 "update_s_per_epoch": float(np.median([r["update_s"] for r in steady]))}
+    durations = [b["wall_s"] - a_["wall_s"] for a_, b in zip(rows, steady, strict=False)]
+    return durations, {"seconds": parts}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,13 +168,19 @@ class _Timer:
         return Timer()
 
 
-def run_sb3(a: argparse.Namespace, env, n_steps: int) -> float:
+def run_sb3(a: argparse.Namespace, env, n_steps: int) -> list[float]:
+    """Seconds of each SB3 epoch (rollout + update) but the first."""
     model = sb3_model(a, env, n_steps)
     timer = _Timer()
-    model.learn(total_timesteps=a.batch * a.sb3_epochs, callback=timer)
-    (s0, t0), (s1, t1) = timer.marks[1], timer.marks[-1]  # from the second rollout's start to the end
+    model.learn(total_timesteps=a.batch * a.epochs, callback=timer)
     env.close()
-    return (s1 - s0) / (t1 - t0)
+    times = [t for _, t in timer.marks[1:]]  # from the second rollout's start
+    return [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)]
+
+
+def _native_env_and_steps(a: argparse.Namespace):
+    env, n_agents = sb3_native_env(a)
+    return env, a.batch // n_agents
 
 
 def sb3_gym_env(a: argparse.Namespace):
@@ -418,8 +431,9 @@ def main() -> int:
           "minibatch, Adam's per-parameter loop)")
     print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
           f"{agents:,} agents, n_steps {a.batch // agents}")
-    print(f"  SB3 (gym):    PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs}) "
-          f"[DummyVecEnv over the single-agent Gymnasium view], n_steps {a.batch // a.sb3_envs:,}")
+    if a.sb3_gym:
+        print(f"  SB3 (gym):    PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs})"
+              f" [DummyVecEnv over the single-agent Gymnasium view], n_steps {a.batch // a.sb3_envs:,}")
     sys.stdout.flush()
     result: dict = {"threads": threads}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -442,32 +456,44 @@ def main() -> int:
             print(json.dumps(result))
         return 0
 
-    # 2. Whole epochs (rollout + update), SPS over all epochs but the first.
-    print("whole epochs (rollout + update), SPS over all epochs but the first:")
+    # 2. Whole epochs (rollout + update): `rounds` interleaved runs of each, SPS from the median epoch.
+    print(f"whole epochs (rollout + update): {a.rounds} interleaved runs of {a.epochs} epochs each, first epoch "
+          "of each run excluded, SPS from the median epoch:")
+    runs: dict[str, Any] = {}
     for dev in devices:
-        runs = [("ours", False)] + ([] if a.no_legacy else [("legacy", True)])
-        for name, legacy in runs:
-            torch.set_num_threads(threads)
-            sps, detail = run_ours(a, legacy=legacy, device=dev)
-            s = detail["seconds"]
-            tot = sum(s.values())
-            print(f"  {name + ' (' + dev + ')':16s} {sps:12,.0f} SPS   (env step {100 * s['env_s'] / tot:.0f}%, "
-                  f"policy forward in rollout {100 * s['policy_s'] / tot:.0f}%, update "
-                  f"{100 * s['update_s'] / tot:.0f}%, other {100 * s['other_s'] / tot:.0f}%; "
-                  f"{detail['epochs_timed']} epochs)", flush=True)
-            result[f"{name}_sps_{dev}"] = sps
-    ours = result["ours_sps_cpu"]
+        runs[f"ours ({dev})"] = lambda dev=dev: run_ours(a, device=dev)
+        if not a.no_legacy:
+            runs[f"legacy ({dev})"] = lambda dev=dev: run_ours(a, legacy=True, device=dev)
     if not a.no_sb3:
-        torch.set_num_threads(threads)
-        env, n_agents = sb3_native_env(a)
-        native = run_sb3(a, env, a.batch // n_agents)
-        print(f"  {'SB3 (native)':16s} {native:12,.0f} SPS   ours / SB3 native = {ours / native:,.2f}×", flush=True)
-        result.update(sb3_native_sps=native, ratio_native=ours / native)
-        if not a.no_sb3_gym:
+        runs["SB3 (native)"] = lambda: (run_sb3(a, *_native_env_and_steps(a)), None)
+        if a.sb3_gym:
+            runs["SB3 (gym)"] = lambda: (run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs), None)
+    epochs: dict[str, list[float]] = {k: [] for k in runs}
+    shares: dict[str, dict] = {}
+    for _ in range(a.rounds):
+        for name, run in runs.items():
             torch.set_num_threads(threads)
-            sb3 = run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs)
-            print(f"  {'SB3 (gym)':16s} {sb3:12,.0f} SPS   ours / SB3 gym = {ours / sb3:,.1f}×", flush=True)
-            result.update(sb3_gym_sps=sb3, ratio_gym=ours / sb3)
+            durations, detail = run()
+            epochs[name] += durations
+            if detail is not None:
+                shares[name] = detail["seconds"]
+    sps = {name: a.batch / float(np.median(d)) for name, d in epochs.items()}
+    ours = sps["ours (cpu)"]
+    for name, value in sps.items():
+        note = ""
+        if name in shares:
+            s = shares[name]
+            tot = sum(s.values())
+            note = (f"(env step {100 * s['env_s'] / tot:.0f}%, policy forward in rollout {100 * s['policy_s'] / tot:.0f}%, "
+                    f"update {100 * s['update_s'] / tot:.0f}%, other {100 * s['other_s'] / tot:.0f}%)")
+        elif name.startswith("SB3"):
+            note = f"ours (cpu) / this = {ours / value:,.2f}×"
+        print(f"  {name:16s} {value:12,.0f} SPS   {note}", flush=True)
+    result["epoch_sps"] = sps
+    if "SB3 (native)" in sps:
+        result["ratio_native"] = ours / sps["SB3 (native)"]
+    if "SB3 (gym)" in sps:
+        result["ratio_gym"] = ours / sps["SB3 (gym)"]
     if a.profile:
         for legacy in (False, True):
             print(profile_update(a, threads, legacy))
@@ -476,6 +502,10 @@ def main() -> int:
     ok = True
     if a.require_ratio is not None and result.get("ratio_native", math.inf) < a.require_ratio:
         print(f"FAIL: ours / SB3 native {result['ratio_native']:.2f} < {a.require_ratio}")
+        ok = False
+    update_ratio = result.get("update_ratio_sb3_cpu")
+    if a.require_update_ratio is not None and update_ratio is not None and update_ratio < a.require_update_ratio:
+        print(f"FAIL: update phase SB3 / ours {update_ratio:.2f} < {a.require_update_ratio}")
         ok = False
     if a.require_sps is not None and ours < a.require_sps:
         print(f"FAIL: {ours:,.0f} SPS < {a.require_sps:,.0f}")

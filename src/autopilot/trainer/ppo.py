@@ -15,6 +15,7 @@ Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and Puf
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -96,8 +97,8 @@ class PackedBatch:
 
     def shuffled(self, perm: torch.Tensor) -> PackedBatch:
         """A copy with its rows in `perm` order: slicing it gives the minibatches without further gathers."""
-        out = object.__new__(PackedBatch)
-        out.__dict__.update(self.__dict__, data=self.data.index_select(0, perm))
+        out = copy.copy(self)
+        out.data = self.data.index_select(0, perm)
         return out
 
     def rows(self, start: int, stop: int) -> Batch:
