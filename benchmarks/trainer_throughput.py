@@ -301,8 +301,8 @@ def sb3_model(a: argparse.Namespace, env, n_steps: int, device: str = "cpu"):
                verbose=0)
 
 
-def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> dict[str, float]:
-    """Median seconds of one whole update (`update_epochs` passes over `batch` in `minibatch`es) for each
+def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and CPU seconds of one whole update (`update_epochs` passes over `batch` in `minibatch`es) for each
     implementation, interleaved round by round so that load from other programs hits all alike.
 
     The batch is SB3's own: one rollout of SB3 on the native VecEnv fills its buffer, and ours and the
@@ -331,18 +331,20 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> dict[s
     if with_sb3:
         runs["sb3"] = model.train
     times: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(a.warmup):
         for run in runs.values():
             run()
     for _ in range(a.repeats):
         for name, run in runs.items():
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
             sync()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     env.close()
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return {k: float(np.median(v)) for k, v in times.items()}, {k: float(np.median(v)) for k, v in cpu.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,15 +442,17 @@ def main() -> int:
 
     # 1. The update phase alone, same batch, interleaved rounds, medians.
     for dev in devices:
-        upd = measure_update(a, dev, with_sb3=not a.no_sb3)
+        upd, upd_cpu = measure_update(a, dev, with_sb3=not a.no_sb3)
         if a.no_legacy:
             upd.pop("legacy", None)
         print(f"update phase on {dev} (median of {a.repeats} interleaved rounds, {a.batch:,} samples × "
-              f"{a.update_epochs} epochs):")
+              f"{a.update_epochs} epochs; this process's CPU time in brackets):")
         for name, sec in upd.items():
-            rel = f"   ours is {sec / upd['ours']:.2f}× faster" if name != "ours" else ""
-            print(f"  {name:8s} {1e3 * sec:8.1f} ms  {a.batch / sec:12,.0f} samples/s{rel}", flush=True)
-        result[f"update_s_{dev}"] = upd
+            rel = (f"   ours is {sec / upd['ours']:.2f}× faster ({upd_cpu[name] / upd_cpu['ours']:.2f}× in CPU time)"
+                   if name != "ours" else "")
+            print(f"  {name:8s} {1e3 * sec:8.1f} ms ({1e3 * upd_cpu[name]:6.0f} ms CPU)  {a.batch / sec:12,.0f} "
+                  f"samples/s{rel}", flush=True)
+        result[f"update_s_{dev}"], result[f"update_cpu_s_{dev}"] = upd, upd_cpu
         if "sb3" in upd:
             result[f"update_ratio_sb3_{dev}"] = upd["sb3"] / upd["ours"]
     if a.no_epoch:

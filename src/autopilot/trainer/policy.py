@@ -117,7 +117,8 @@ class ActorCritic(nn.Module):
             self.heads.weight[: self.act_dim] = _layer(width, self.act_dim, 0.01).weight
             self.heads.weight[self.act_dim:] = _layer(width, 1, 1.0).weight
             self.heads.bias.zero_()
-        # A plain list (not registered twice): the layers TanhMLP runs, in order.
+        # `trunk` and `heads` hold the parameters (and their state_dict names); TanhMLP runs them. A plain
+        # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
 
     # -- distributions, by hand ------------------------------------------------------------------
