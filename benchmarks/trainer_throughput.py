@@ -455,6 +455,9 @@ def main() -> int:
         result[f"update_s_{dev}"], result[f"update_cpu_s_{dev}"] = upd, upd_cpu
         if "sb3" in upd:
             result[f"update_ratio_sb3_{dev}"] = upd["sb3"] / upd["ours"]
+    if a.profile:
+        for legacy in (False, True):
+            print(profile_update(a, threads, legacy))
     if a.no_epoch:
         if a.json:
             print(json.dumps(result))
@@ -498,9 +501,6 @@ def main() -> int:
         result["ratio_native"] = ours / sps["SB3 (native)"]
     if "SB3 (gym)" in sps:
         result["ratio_gym"] = ours / sps["SB3 (gym)"]
-    if a.profile:
-        for legacy in (False, True):
-            print(profile_update(a, threads, legacy))
     if a.json:
         print(json.dumps(result))
     ok = True
