@@ -131,7 +131,9 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy head output: Gaussian mean or logits, value)."""
-        out = TanhMLP.apply(obs, TanhMLP.block_rows, *self._mlp_params())
+        # Blocks pay on a CPU (cache); on a GPU they would only multiply the kernel launches.
+        block_rows = TanhMLP.block_rows if obs.device.type == "cpu" else max(1, obs.shape[0])
+        out = TanhMLP.apply(obs, block_rows, *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
 
     def _mlp_params(self) -> list[torch.Tensor]:
