@@ -26,7 +26,8 @@ class Section(BaseModel):
 class VecConfig(Section):
     num_envs: int = knob(2, "env objects stepped per rollout", "int", 1, 4096, tunable=False)
     num_workers: int = knob(1, "processes stepping the env objects (1 = in-process)", "int", 1, 256, tunable=False)
-    backend: Literal["serial", "multiprocessing"] = "serial"
+    # "torch": the env's torch implementation stepped on train.device (chosen anyway on CUDA when there is one).
+    backend: Literal["serial", "multiprocessing", "torch"] = "serial"
 
     @field_validator("backend", mode="before")
     @classmethod
