@@ -118,12 +118,15 @@ def run(
     until: str | None = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
     set_: list[str] | None = SetOpt,
+    parallel: int = typer.Option(1, "--parallel", "-k", help="Candidates trained at once per generation, as Ray tasks."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="An existing Ray cluster (default: local Ray)."),
 ) -> None:
-    """Run the loop: train, diagnose, propose, guard, record; N times."""
+    """Run the loop: train, diagnose, propose, guard, record; N times (K at once with --parallel K)."""
     from autopilot.loop.runner import run_loop
 
     code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
-                    budget_minutes=budget_minutes, base_overrides=_overrides(None, set_), console=console)
+                    budget_minutes=budget_minutes, base_overrides=_overrides(None, set_), console=console,
+                    parallel=parallel, ray_address=ray_address)
     raise typer.Exit(code)
 
 
