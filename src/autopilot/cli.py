@@ -180,6 +180,23 @@ def report(workdir: Path = WorkdirOpt,
     console.print(str(page), highlight=False, soft_wrap=True)
 
 
+@app.command()
+@_guarded
+def probe(
+    config: str | None = typer.Option(None, "--config", "-c", help="Config file or profile name (default: the "
+                                      "workspace's current base config)."),
+    workdir: Path = WorkdirOpt,
+    mode: str = typer.Option("quick", "--mode", help="Profile whose current base is probed when --config is absent."),
+    seconds: float = typer.Option(30.0, "--seconds", help="Wall budget per topology."),
+    cores: int | None = typer.Option(None, "--cores", help="Cores to plan for (default: this machine's)."),
+) -> None:
+    """Sweep vec.num_workers / vec.num_envs / agents per env object for the highest stable SPS; propose the winner."""
+    from autopilot.probe import probe_command
+
+    if probe_command(config, workdir, mode=mode, seconds=seconds, cores=cores, console=console) is None:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
