@@ -142,8 +142,9 @@ def render_generation_note(number: int, members: list[RunRecord], *, parent: Run
              + (f", grown from run {parent.run_id}" if parent is not None else ""), "",
              f"Noise band: ±{band:.3g} {objective} ({how}). A member counts as worse than the generation's best "
              f"only when it trails it by more than the band.", "",
-             f"| run | changes vs parent | status | {objective} | vs best | verdict | trained |",
+             f"| run | changes vs {'parent' if parent is not None else 'first member'} | status | {objective} | vs best | verdict | trained |",
              "|---|---|---|---|---|---|---|"]
+    reference = parent or (members[0] if members else None)  # the first generation: vs its first member
     for rec in members:
         score = record_score(rec, objective)
         trusted = trusted_score(rec, objective)
@@ -157,7 +158,8 @@ def render_generation_note(number: int, members: list[RunRecord], *, parent: Run
             verdict = "within the band" if abs(gap) <= band else "worse (beyond the band)"
         when = (timings or {}).get(rec.run_id)
         trained = f"{when[0]} → {when[1]}" if when else "–"
-        lines.append(f"| {rec.run_id} | {_changed(rec, parent)} | {rec.status} | "
+        changed = "(reference)" if rec is reference and parent is None else _changed(rec, reference)
+        lines.append(f"| {rec.run_id} | {changed} | {rec.status} | "
                      f"{fmt_num(round(score, 4)) if score is not None else '–'} | {delta} | {verdict} | {trained} |")
     lines.append("")
     if best is None:

@@ -138,8 +138,10 @@ def _generations(loop: Loop, runs: int, k: int) -> str:
                 return f"{runs} run(s) done"
         loop.say(f"[generation {number}: {size} candidate(s); {len(done)}/{runs} runs done]", "bold cyan")
         dirs = _prepare_generation(loop, number, size)
-        if len(dirs) < size:  # stopped while preparing
-            return ""
+        if loop.stop.requested and any(read_state(d).get("phase") == "prepared" for d in dirs):
+            return ""  # stopped while preparing: the prepared members are trained by the rerun
+        if not dirs:
+            return "no candidate passed the guard (see proposals/rejected/ and the warnings above)"
         _train_generation(loop, dirs)
         if loop.fatal:
             loop.session.status, loop.session.stop_reason = "stopped", loop.fatal
