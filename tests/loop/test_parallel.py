@@ -175,7 +175,10 @@ def test_generation_spreads_over_two_nodes_and_survives_a_killed_worker(fake_ws,
 
 
 @pytest.mark.slow
-def test_driver_sigkilled_mid_generation_resumes_without_duplicates(fake_ws):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_driver_stopped_mid_generation_resumes_without_duplicates(fake_ws, sig):
+    import psutil
+
     fake_ws.plan(default={"epochs": 6, "epoch_sleep": 0.5})
     args = ("run", "--runs", "4", "--parallel", "2", "--workdir", str(fake_ws.root))
     proc = fake_ws.popen(*args)
@@ -183,20 +186,29 @@ def test_driver_sigkilled_mid_generation_resumes_without_duplicates(fake_ws):
         fake_ws.wait_for(lambda: any(read_state(d).get("phase") == "training" and read_state(d).get("generation") == 2
                                      for d in fake_ws.run_dirs()), timeout=240, what="generation 2 training")
         time.sleep(1.0)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.send_signal(sig)
+        code = proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert code == (-9 if sig == signal.SIGKILL else 143)
     done = fake_ws.cli(*args, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     dirs = fake_ws.run_dirs()
     assert len(dirs) == 4 and len({d.name for d in dirs}) == 4
+    statuses = []
     for d in dirs:
-        st = read_state(d)
-        assert st["phase"] == "done", d.name
-        assert json.loads((d / "summary.json").read_text())["status"] in ("completed", "interrupted")
+        assert read_state(d)["phase"] == "done", d.name
+        statuses.append(json.loads((d / "summary.json").read_text())["status"])
+    assert set(statuses) <= {"completed", "interrupted"} and "interrupted" in statuses, statuses
     assert sorted((read_state(d)["generation"], read_state(d)["member"]) for d in dirs) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert fake_ws.labbook_sections() == 4
     best = fake_ws.best()
     assert best is not None and (fake_ws.root / "runs" / best["run_id"]).is_dir()
+    # No trainer outlives the driver that launched it (the worker dies with it; the trainer follows).
+    deadline = time.monotonic() + 30
+    alive = [c["pid"] for c in fake_ws.calls()]
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    assert not alive

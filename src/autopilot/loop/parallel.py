@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def connect(address: str | None, say) -> bool:
     ray = _ray()
     if ray.is_initialized():
         return False
+    # ray.init installs its own SIGINT/SIGTERM handlers; the loop's (stop gracefully, rerun resumes) stay.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
                  configure_logging=True)
@@ -76,6 +79,11 @@ def connect(address: str | None, say) -> bool:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ConfigError(f"cannot connect to {where} ({str(exc)[:200]}); check --ray-address (e.g. "
                           f"--ray-address ray://HOST:10001 or auto), or leave it out for a local cluster") from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, h in handlers.items():
+                if h is not None:
+                    signal.signal(s, h)
     res = ray.cluster_resources()
     say(f"Ray: {len(ray.nodes())} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs", "cyan")
     return True
