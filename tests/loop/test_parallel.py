@@ -110,6 +110,19 @@ def test_unpack_refuses_paths_outside_the_folder(tmp_path):
     assert not (tmp_path / "escape.txt").exists()
 
 
+def test_resource_request_per_candidate():
+    from autopilot.config import load_config
+    from autopilot.loop.parallel import _resources
+
+    cpu = load_config("quick", {"vec.num_workers": 2, "vec.num_envs": 4})
+    assert _resources(cpu, 2, 0.0) == {"num_cpus": 2.0, "num_gpus": 0.0}
+    cuda = cpu.model_copy(update={"train": cpu.train.model_copy(update={"device": "cuda"})})
+    assert _resources(cuda, 2, 1.0) == {"num_cpus": 2.0, "num_gpus": 0.5}  # two candidates share the GPU
+    assert _resources(cuda, 4, 8.0)["num_gpus"] == 1.0  # never more than one GPU per candidate
+    auto = cpu.model_copy(update={"train": cpu.train.model_copy(update={"device": "auto"})})
+    assert _resources(auto, 2, 0.0)["num_gpus"] == 0.0 and _resources(auto, 2, 2.0)["num_gpus"] == 1.0
+
+
 def test_parallel_option_errors(fake_ws):
     from autopilot.errors import ConfigError
 

@@ -21,7 +21,7 @@ from autopilot.loop.analysis import Decision, analyse_and_propose
 from autopilot.loop.guard import guard
 from autopilot.loop.records import AdvisorContext, GuardVerdict, NoiseBand, Proposal, RunRecord
 from autopilot.loop.sanity import best_of, record_score, trusted_score
-from autopilot.loop.trends import SEED_KEY
+from autopilot.loop.trends import SEED_KEY, noise_band
 from autopilot.space import SearchSpace, fmt_num
 
 
@@ -71,7 +71,7 @@ def plan_generation(history: list[RunRecord], parent: RunRecord, *, advisor: str
     decision = analyse_and_propose(ordered, advisor=advisor, space=space, sps=sps, remaining_runs=remaining_runs,
                                    remaining_seconds=remaining_seconds, repro_command=repro_command, seed=seed)
     trusted = best_of(ordered, objective)
-    noise = decision.noise or NoiseBand(value=0.02)
+    noise = decision.noise or noise_band(ordered, objective)
     ctx = AdvisorContext(history=ordered, findings=decision.findings, trends=decision.trends, space=space,
                          base_config=parent.config, best=trusted, best_resumable=trusted is not None,
                          noise_band=noise.value, noise=noise, objective=objective, sps=sps,

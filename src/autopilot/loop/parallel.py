@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -37,7 +38,8 @@ from autopilot.loop.generation import generation_parent, plan_generation, render
 from autopilot.loop.ledger import check_pointers, checkpoint_loads, read_best, run_checkpoint
 from autopilot.loop.proposals import current_base, read_pending, take_pending, unresolve, validate_override
 from autopilot.loop.recording import repro_command
-from autopilot.loop.records import NoiseBand, RunRecord
+from autopilot.loop.records import RunRecord
+from autopilot.loop.sanity import record_score
 from autopilot.loop.session import Loop
 from autopilot.loop.training import RETRYABLE, _classify, _set_aside, collect, resume_for
 from autopilot.loop.trends import SEED_KEY, noise_band
@@ -316,6 +318,10 @@ def _train_generation(loop: Loop, dirs: list[Path]) -> None:
             raise ConfigError(f"vec.num_workers={cfg.vec.num_workers} asks for {want['num_cpus']:g} CPUs per candidate "
                               f"but the largest Ray node has {max_cpus:g} (rule: a candidate runs on one node); "
                               f"use vec.num_workers<={int(max_cpus)}")
+        if want["num_gpus"] and not gpus:
+            raise ConfigError(f"train.device={cfg.train.device} needs a GPU but the Ray cluster has none (rule: a "
+                              f"candidate's device must exist where it runs); use train.device=cpu, or join a "
+                              f"cluster with GPUs via --ray-address")
         _set_aside(run_dir, attempt - 1)
         payload = {"run_id": run_dir.name, "attempt": attempt, "config_bytes": (run_dir / "config.json").read_bytes(),
                    "trainer_command": ap.trainer_command, "resume_bytes": checkpoint.read_bytes() if checkpoint else None,
@@ -417,8 +423,6 @@ def _store(run_dir: Path, files: bytes) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(target, path.read_bytes())
     finally:
-        import shutil
-
         shutil.rmtree(incoming, ignore_errors=True)
 
 
@@ -442,10 +446,7 @@ def _record_generation(loop: Loop, number: int, dirs: list[Path]) -> None:
     objective = members[0].config.autopilot.objective if members and members[0].config else "success_rate"
     parent = _parent(loop, number)
     best = generation_parent(members, objective)
-    from autopilot.loop.sanity import record_score
-
-    band = noise_band(history, objective, reference=record_score(best, objective) if best else None) \
-        if history else NoiseBand(value=0.02)
+    band = noise_band(history, objective, reference=record_score(best, objective) if best else None)
     timings = {d.name: (w.get("started_at", "?"), w.get("ended_at", "?"))
                for d in dirs if isinstance(w := read_state(d).get("worker"), dict)}
     note = render_generation_note(number, members, parent=parent, objective=objective, noise=band, timings=timings)
