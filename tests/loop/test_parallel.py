@@ -166,8 +166,10 @@ def _kill_worker_of_first_trainer(fake_ws, ready: Path, killed: list[int]) -> No
 
 def test_generation_spreads_over_two_nodes_and_survives_a_killed_worker(fake_ws, two_nodes, tmp_path):
     ready = tmp_path / "ready"
-    # Invocation 0 is slow and announces itself, so the test can kill the Ray worker under it.
-    fake_ws.plan({"epochs": 4, "epoch_sleep": 1.0, "ready_file": str(ready)}, default={"epochs": 2, "epoch_sleep": 0.3})
+    # Invocation 0 announces itself, so the test can kill the Ray worker under it; every candidate is slow
+    # enough that its sibling still holds the other node's only CPU when the retry is placed.
+    slow = {"epochs": 4, "epoch_sleep": 1.0}
+    fake_ws.plan({**slow, "ready_file": str(ready)}, default=slow)
     killed: list[int] = []
     killer = threading.Thread(target=_kill_worker_of_first_trainer, args=(fake_ws, ready, killed), daemon=True)
     killer.start()
