@@ -130,6 +130,23 @@ def test_parallel_option_errors(fake_ws):
         fake_ws.run(runs=2, parallel=0)
     with pytest.raises(ConfigError, match="--ray-address .* needs --parallel"):
         fake_ws.run(runs=2, ray_address="auto")
+    with pytest.raises(ConfigError, match="is not HOST:PORT"):
+        fake_ws.run(runs=2, parallel=2, ray_address="headnode")
+
+
+def test_unreachable_cluster_is_a_quick_clear_error(fake_ws):
+    import socket
+
+    from autopilot.errors import ConfigError
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"nothing answers at 127.0.0.1:{port}"):
+        fake_ws.run(runs=2, parallel=2, ray_address=f"127.0.0.1:{port}")
+    assert time.monotonic() - start < 30
+    assert not fake_ws.run_dirs()  # nothing was created
 
 
 # -- the driver on Ray ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -66,12 +67,31 @@ def _ray():
     return ray
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a cluster address nobody answers at (Ray itself keeps retrying for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r} is not HOST:PORT (rule: the head node's GCS address, or "
+                          f"ray://HOST:PORT for Ray Client); use e.g. --ray-address 10.0.0.5:6379 or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
+                          f"start the cluster (`ray start --head`), check the address, or leave --ray-address "
+                          f"out for a local cluster") from None
+
+
 def connect(address: str | None, say) -> bool:
     """Join the cluster at `address`, or start a local one with this machine's cores and GPUs. Returns
     whether this call started Ray (and so should shut it down). A Ray already initialised is reused."""
     ray = _ray()
     if ray.is_initialized():
         return False
+    if address:
+        check_reachable(address)
     # ray.init installs its own SIGINT/SIGTERM handlers; the loop's (stop gracefully, rerun resumes) stay.
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
