@@ -189,14 +189,17 @@ def run(
                                                "line (split into argv, no shell; {digest} = the digest's file)."),
     approval_timeout: float | None = typer.Option(None, "--approval-timeout", help="--advisor manual: seconds "
                                                   "to wait for a person."),
+    parallel: int = typer.Option(1, "--parallel", "-k", help="Candidates trained at once per generation, as Ray tasks."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="An existing Ray cluster (default: local Ray)."),
 ) -> None:
-    """Run the loop: train, diagnose, propose, guard, record; N times."""
+    """Run the loop: train, diagnose, propose, guard, record; N times (K at once with --parallel K)."""
     from autopilot.loop.runner import run_loop
 
     overrides = _overrides(None, set_)
     overrides.update(_advisor_overrides(llm_base_url, llm_model, advisor_command, approval_timeout))
     code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
-                    budget_minutes=budget_minutes, base_overrides=overrides, console=console)
+                    budget_minutes=budget_minutes, base_overrides=overrides, console=console,
+                    parallel=parallel, ray_address=ray_address)
     raise typer.Exit(code)
 
 
@@ -261,6 +264,23 @@ def report(workdir: Path = WorkdirOpt,
 
     page = build_report(workdir, out)
     console.print(str(page), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_guarded
+def probe(
+    config: str | None = typer.Option(None, "--config", "-c", help="Config file or profile name (default: the "
+                                      "workspace's current base config)."),
+    workdir: Path = WorkdirOpt,
+    mode: str = typer.Option("quick", "--mode", help="Profile whose current base is probed when --config is absent."),
+    seconds: float = typer.Option(30.0, "--seconds", help="Wall budget per topology."),
+    cores: int | None = typer.Option(None, "--cores", help="Cores to plan for (default: this machine's)."),
+) -> None:
+    """Sweep vec.num_workers / vec.num_envs / agents per env object for the highest stable SPS; propose the winner."""
+    from autopilot.probe import probe_command
+
+    if probe_command(config, workdir, mode=mode, seconds=seconds, cores=cores, console=console) is None:
+        raise typer.Exit(1)
 
 
 def main() -> None:

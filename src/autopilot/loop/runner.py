@@ -60,11 +60,19 @@ PLATEAU_RUNS = 3  # stop after this many consecutive runs of the session diagnos
 # --------------------------------------------------------------------------------------------------
 def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: str = "rules",
              until: str | None = None, budget_minutes: float | None = None,
-             base_overrides: dict[str, Any] | None = None, console: Console | None = None) -> int:
-    """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
+             base_overrides: dict[str, Any] | None = None, console: Console | None = None,
+             parallel: int = 1, ray_address: str | None = None) -> int:
+    """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM).
+    `parallel` > 1 trains generations of that many candidates at once on Ray (`autopilot.loop.parallel`)."""
     console = console or Console()
     if mode not in ("quick", "full"):
         raise ConfigError(f"--mode {mode!r} is not a profile; use quick or full")
+    if parallel < 1:
+        raise ConfigError(f"--parallel {parallel} is not a number of candidates (rule: at least 1); use 1 for "
+                          f"one run at a time, or e.g. --parallel 2")
+    if ray_address and parallel == 1:
+        raise ConfigError(f"--ray-address {ray_address} needs --parallel K with K >= 2 (rule: a single run at a time "
+                          f"trains in this process); add e.g. --parallel 2")
     target = parse_until(until)
     from autopilot.loop.advisors import get_advisor
 
@@ -72,7 +80,8 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: st
     ws = init_workspace(workdir)  # idempotent: keeps every existing file
     # Normalised through JSON so that it compares equal to the copy read back from session.json.
     signature = json.loads(dumps_json({"mode": mode, "advisor": advisor, "runs": runs, "until": until,
-                                       "budget_minutes": budget_minutes, "set": base_overrides or {}}))
+                                       "budget_minutes": budget_minutes, "set": base_overrides or {},
+                                       **({"parallel": parallel} if parallel > 1 else {})}))
     with WorkspaceLock(ws, command=f"autopilot run --runs {runs} --mode {mode}",
                        warn=lambda m: console.print(f"[yellow]! {m}[/]", highlight=False)):
         session = open_session(ws, signature, runs, lambda m, s="": console.print(f"[{s}]{m}[/]" if s else m))
@@ -80,6 +89,10 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: st
         loop = Loop(ws=ws, console=console, mode=mode, advisor=advisor, base_overrides=base_overrides or {},
                     session=session, until=target, budget_s=budget_minutes * 60 if budget_minutes else None)
         with _trap_signals(loop):
+            if parallel > 1:
+                from autopilot.loop.parallel import drive_parallel
+
+                return drive_parallel(loop, runs, parallel, ray_address)
             return _drive(loop, runs)
 
 
