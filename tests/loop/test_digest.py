@@ -54,7 +54,8 @@ def test_digest_carries_the_seeds_diffuse_policy_story():
         assert f"- [{f.severity}] {f.code}: {f.evidence_text()[:60]}" in text
     assert "entropy=32.73" in text and "approx_kl=0.0002" in text
     assert f"Noise band: {ctx.noise.text()}" in text
-    assert "- train.ent_coef: [0, 0.5] (linear); now 0.12; step within [0, 0.245]" in text
+    assert ("- train.ent_coef: 0 or [0.0001, 0.5] (log scale, 0 = off); now 0.12; step within [0.06, 0.24]; "
+            "prior 0.01 [0, 0.02]") in text
     assert "now: batch 4×8×56×16 = 28,672; max_run_seconds 3600 at 125000 SPS" in text
 
 

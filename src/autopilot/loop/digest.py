@@ -146,14 +146,16 @@ def _trends(ctx: AdvisorContext) -> list[str]:
 
 def _space(ctx: AdvisorContext) -> list[str]:
     flat = flatten(ctx.base_config.model_dump(exclude={"sweep"}))
-    out = ["## Tunable keys (range; current value; this step's trust region)"]
+    out = ["## Tunable keys (range; current value; this step's trust region; prior: standard [typical range])"]
     for key, spec in sorted(ctx.space.items()):
         if not spec.tunable:
             continue
         now = flat.get(key)
         span = TRUST.interval(spec, now)
         region = f"; step within [{fmt_num(spec.clamp(span[0]))}, {fmt_num(spec.clamp(span[1]))}]" if span else ""
-        out.append(f"- {key}: {spec.describe()}; now {fmt_num(now)}{region}")
+        prior = (f"; prior {fmt_num(spec.prior.center)} [{fmt_num(spec.prior.low)}, {fmt_num(spec.prior.high)}]"
+                 if spec.prior is not None else "")
+        out.append(f"- {key}: {spec.describe()}; now {fmt_num(now)}{region}{prior}")
     out.append(f"- also allowed: train.seed (now {ctx.base_config.train.seed}; for seed repeats), "
                f"train.total_timesteps (now {fmt_num(ctx.base_config.train.total_timesteps)})")
     out.append("- anything else (autopilot.*, topology, paths, the trainer command) is refused")

@@ -158,14 +158,24 @@ def _normalise(w: _Work, base_flat: dict[str, Any], space: SearchSpace) -> None:
     w.check("whitelist", bad, f"{n} key(s) changed, all tunable or budget/seed keys")
 
 
-def _trust(w: _Work, base_flat: dict[str, Any], space: SearchSpace, trust: TrustRegion) -> None:
+def _trust(w: _Work, base_flat: dict[str, Any], space: SearchSpace, trust: TrustRegion,
+           history: list[RunRecord]) -> None:
     p, bad, moved = w.proposal, [], []
+    # A value a trusted run of the ledger already used is known ground: going back to it is no leap.
+    known = {}
+    for r in history:
+        if r.config is not None and not suspect_reasons(r) and r.status not in BROKEN_STATUSES:
+            for k, v in flatten(r.config.model_dump(exclude={"sweep"})).items():
+                known.setdefault((k, repr(v)), r.run_id)
     for key, new in p.changes.items():
         spec = space.get(key)
         if spec is None or key in (SEED_KEY, BUDGET_KEY) or not spec.numeric:
             continue
         old = base_flat.get(key)
         if trust.allows(spec, old, new):
+            continue
+        if (key, repr(new)) in known:
+            moved.append(f"{key} {fmt_num(old)} -> {fmt_num(new)} (run {known[(key, repr(new))]} used it)")
             continue
         lo, hi = trust.interval(spec, old)  # type: ignore[misc]
         if p.trust_region_override:
@@ -174,7 +184,8 @@ def _trust(w: _Work, base_flat: dict[str, Any], space: SearchSpace, trust: Trust
         bad.append(f"{key}={fmt_num(new)} moves from {fmt_num(old)} beyond the trust region "
                    f"(rule: {trust.rule(spec)}); use a value in [{fmt_num(spec.clamp(lo))}, "
                    f"{fmt_num(spec.clamp(hi))}] or give trust_region_override a reason")
-    ok = (f"beyond the region by override ({p.trust_region_override}): {', '.join(moved)}" if moved
+    why = f"by override: {p.trust_region_override}" if p.trust_region_override else "back to values the ledger has run"
+    ok = (f"beyond the region {why}: {', '.join(moved)}" if moved
           else f"every knob within ×{trust.log_factor:g}/÷{trust.log_factor:g} (log) or "
                f"±{trust.linear_frac:.0%} of range (linear)")
     w.check("trust region", bad, ok)
@@ -325,7 +336,7 @@ def guard(proposal: Proposal, *, base: Config, history: list[RunRecord], space: 
     space = space if space is not None else config_space(base)
     base_flat = flatten(base.model_dump(exclude={"sweep"}))
     _normalise(w, base_flat, space)
-    _trust(w, base_flat, space, trust)
+    _trust(w, base_flat, space, trust, history)
     cfg = _build(w, base) if not w.reasons else None
     if cfg is not None:
         cfg = _budget(w, cfg, sps, remaining_seconds)

@@ -9,8 +9,9 @@ Order of business:
 2. Findings with moves: each is answered on the knob most likely at fault (`moves.candidates`: the
    change just before the problem, else the knob farthest outside its prior's typical range, which
    moves into it in one step, else the knob this finding already moved — a bolder step, since the
-   finding persisted). When the curve still rises and no knob is outside its typical range, warnings are
-   watched, not acted on: nothing a prior can name is at fault and the run is learning.
+   finding persisted). When the curve still rises and no knob is outside its typical range, warnings
+   other than the update-size ones are watched, not acted on: nothing a prior can name is at fault and
+   the run is learning.
 3. Nothing to fix and the curve still rises (or the last run beat its predecessor beyond the band):
    keep the config and continue from latest; extend the budget when the rise is clear and it fits.
 4. A measured plateau (flat curve, runs within the band): explore from the best checkpoint — the knob
@@ -50,6 +51,9 @@ from autopilot.space import fmt_num
 
 BROKEN = ("diverged", "crashed", "stalled")
 NOT_MOVES = ("regression_vs_best", "plateau")  # ledger-level findings answered by revert / explore
+# The update-size findings say the optimizer's step is off whatever the curve does (a timid learning rate
+# still rises, slowly): they are answered even while the run is learning; softer warnings are watched.
+ACT_WHILE_RISING = ("updates_too_small", "updates_too_large")
 
 EXPECT = {
     "updates_too_small": "approx_kl up toward 0.005-0.02 and clipfrac above 0.01",
@@ -202,7 +206,8 @@ class RulesAdvisor(Advisor):
             if c.move.key in plan.changes or c.move.key in plan.skipped or c.finding.code in answered:
                 continue
             severe = c.finding.severity == "error"
-            if rising and not severe and c.undo is None and c.outside <= 0:
+            if (rising and not severe and c.undo is None and c.outside <= 0
+                    and c.finding.code not in ACT_WHILE_RISING):
                 plan.watched.append(f"{c.finding.code} ({c.finding.evidence.get('rule') or c.finding.evidence_text()})")
                 answered.add(c.finding.code)
                 continue
