@@ -158,6 +158,9 @@ class AdvisorContext(BaseModel):
     remaining_runs: int | None = None
     remaining_seconds: float | None = None
     seed: int = 0
+    # A folder the loop keeps for advisors' own state (e.g. an Optuna study's SQLite file), set by the
+    # I/O side; None: an advisor keeps nothing between calls (pure, in memory).
+    state_dir: str | None = None
 
 
 class GuardVerdict(BaseModel):

@@ -32,7 +32,10 @@ def _name_class(name: str, factory: Callable[[], Advisor]) -> None:
 ADVISORS: Registry[Callable[[], Advisor]] = Registry(
     "advisor", "autopilot.advisors",
     builtins={"rules": "autopilot.loop.advisors.rules",
-              "random": "autopilot.loop.advisors.random_advisor"},
+              "random": "autopilot.loop.advisors.random_advisor",
+              "constant": "autopilot.loop.advisors.constant",
+              **{name: "autopilot.loop.advisors.optuna_advisor"
+                 for name in ("optuna", "optuna-random", "optuna-qmc", "optuna-cmaes")}},
     on_register=_name_class)
 
 
