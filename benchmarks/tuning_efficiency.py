@@ -23,6 +23,7 @@ import copy
 import io
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,9 @@ from rich.console import Console
 from rich.table import Table
 
 ADVISORS = ("rules", "random", "constant", "optuna")
+# The default grid's starts (each env defines "value" too: measured to hurt less in runs this short, so it
+# is opt-in with --starts to keep the default grid's time down).
+DEFAULT_STARTS = ("decent", "timid", "violent", "entropy")
 
 # drone_delivery, one drone per arena (no collisions) with small pickup/drop zones: the decent start is
 # at ~0.1-0.25 success after one run (80k agent-steps) and still rising; a timid learning rate stays at 0.
@@ -48,13 +52,13 @@ DRONE_BASE: dict[str, Any] = {
     "autopilot": {"objective": "success_rate", "metrics_window": 5, "eval_episodes": 16,
                   "max_run_seconds": 120.0, "stall_seconds": 60.0},
 }
-# CartPole-v1 with rl-zoo-like settings (gamma 0.98, lambda 0.8, no entropy bonus), 16 copies.
+# CartPole-v1, rl-zoo-like (gamma 0.98, lambda 0.8, no entropy bonus), 32 copies × bptt 16.
 CARTPOLE_BASE: dict[str, Any] = {
     "env_name": "gym:CartPole-v1",
-    "env": {"num_envs": 16},
+    "env": {"num_envs": 32},
     "vec": {"num_envs": 1, "num_workers": 1},
-    "train": {"total_timesteps": 24_576, "bptt_horizon": 32, "minibatch_size": 256, "update_epochs": 8,
-              "learning_rate": 0.001, "gamma": 0.98, "gae_lambda": 0.8, "ent_coef": 0.0, "vf_clip_coef": 10.0,
+    "train": {"total_timesteps": 24_576, "bptt_horizon": 16, "minibatch_size": 512, "update_epochs": 4,
+              "learning_rate": 0.003, "gamma": 0.98, "gae_lambda": 0.8, "ent_coef": 0.0, "vf_clip_coef": 10.0,
               "checkpoint_interval": 1000},
     "policy": {"hidden_size": 32, "num_layers": 2},
     "autopilot": {"objective": "mean_reward", "metrics_window": 5, "eval_episodes": 8,
@@ -75,11 +79,12 @@ ENVS: dict[str, dict[str, Any]] = {
     "cartpole": {
         "base": CARTPOLE_BASE,
         "starts": {
-            "decent": ({}, "the base config"),
+            "decent": ({}, "the base config: healthy and still improving"),
             "timid": ({"train.update_epochs": 1, "train.clip_coef": 0.05}, "update_epochs 1 + clip_coef 0.05"),
-            "violent": ({"train.learning_rate": 0.02, "train.clip_coef": 1.0}, "lr 20× too big, clip 1.0"),
-            "entropy": ({"train.ent_coef": 0.2}, "ent_coef 0.2: exploration swamps the return"),
-            "value": ({"train.vf_coef": 0.01, "train.gamma": 0.8}, "vf_coef 0.01 + gamma 0.8"),
+            "violent": ({"train.learning_rate": 0.1, "train.clip_coef": 1.0, "train.update_epochs": 8},
+                        "lr 0.1 (33× the base), clip 1.0, 8 epochs: the policy collapses"),
+            "entropy": ({"train.ent_coef": 0.5}, "ent_coef 0.5: the bonus outweighs the reward of 1 per step"),
+            "value": ({"train.vf_coef": 0.01, "train.vf_clip_coef": 0.01}, "vf_coef 0.01 + vf_clip 0.01"),
         },
     },
 }
@@ -125,20 +130,45 @@ def run_session(task: dict[str, Any]) -> dict[str, Any]:
     wall = time.time() - t0
     objective = cfg["autopilot"]["objective"]
     runs, best = [], None
-    for rec in load_history(ws, lambda msg: None, with_curve=False):
+    for rec in load_history(ws, lambda msg: None, with_curve=True):
         if rec.loop_summary is None:
             continue  # a folder the loop never completed
         score = trusted_score(rec, objective)
         if score is not None:
             best = score if best is None else max(best, score)
-        steps = rec.trainer_summary.throughput.agent_steps if rec.trainer_summary is not None else None
+        steps = _steps_trained(rec)
         runs.append({"run_id": rec.run_id, "status": rec.status, "score": score, "best_so_far": best,
                      "agent_steps": steps, "changes": rec.loop_summary.changes,
-                     "resume": rec.loop_summary.resume.get("mode")})
+                     "resume": rec.loop_summary.resume.get("mode"), "next_by": _next_by(rec.run_dir)})
     return {**{k: task[k] for k in ("env", "start", "seed", "advisor")}, "exit_code": code,
             "wall_s": round(wall, 1), "runs": runs, "final_best": best,
             "agent_steps": sum(r["agent_steps"] or 0 for r in runs),
             "log_tail": log.getvalue()[-2000:] if code != 0 or len(runs) < task["runs"] else ""}
+
+
+def _steps_trained(rec: Any) -> int | None:
+    """Agent-steps this run trained. A warm-started run's summary counts from the checkpoint's steps, so
+    the offset is taken off: the first metrics row is one batch past the step count it resumed from."""
+    from autopilot.config.invariants import derive_batch
+
+    if rec.trainer_summary is None:
+        return None
+    total = rec.trainer_summary.throughput.agent_steps
+    first = rec.curve[0].get("agent_steps") if rec.curve else None
+    if not isinstance(total, int) or not isinstance(first, int) or rec.config is None:
+        return total
+    return total - max(0, first - derive_batch(rec.config).batch)
+
+
+def _next_by(run_dir: Path) -> str | None:
+    """Which advisor's proposal the guard accepted after this run (the notes' "- Advisor:" line): a
+    session of advisor X whose proposals were refused ran on the fallback's instead, and must show it."""
+    try:
+        text = (run_dir / "notes.md").read_text("utf-8", errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"^- Advisor: (\S+)", text, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 # -- aggregation (pure) -----------------------------------------------------------------------------------
@@ -218,20 +248,19 @@ def tables(summary: dict[str, Any], advisors: list[str]) -> list[Table]:
 # -- the grid ---------------------------------------------------------------------------------------------
 def grid(envs: list[str], starts: list[str] | None, seeds: list[int], advisors: list[str], runs: int,
          root: Path) -> list[dict[str, Any]]:
-    tasks = []
+    """Seed by seed: a grid stopped early still has every (env, start, advisor) cell for the seeds it did."""
     for env in envs:
-        for start in (starts or list(ENVS[env]["starts"])):
+        for start in (starts or DEFAULT_STARTS):
             if start not in ENVS[env]["starts"]:
                 raise SystemExit(f"--starts {start}: not a start of {env}; use one of "
                                  f"{', '.join(ENVS[env]['starts'])}")
-            for seed in seeds:
-                for advisor in advisors:
-                    tasks.append({"env": env, "start": start, "seed": seed, "advisor": advisor, "runs": runs,
-                                  "root": str(root)})
-    return tasks
+    return [{"env": env, "start": start, "seed": seed, "advisor": advisor, "runs": runs, "root": str(root)}
+            for seed in seeds for env in envs for start in (starts or DEFAULT_STARTS) for advisor in advisors]
 
 
-def run_grid(tasks: list[dict[str, Any]], jobs: int, console: Console) -> list[dict[str, Any]]:
+def run_grid(tasks: list[dict[str, Any]], jobs: int, console: Console,
+             on_session: Any = None) -> list[dict[str, Any]]:
+    """Every task in a process pool; `on_session(done)` after each finished session (partial results)."""
     done: list[dict[str, Any]] = []
     t0 = time.time()
     with cf.ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread) as pool:
@@ -248,13 +277,16 @@ def run_grid(tasks: list[dict[str, Any]], jobs: int, console: Console) -> list[d
                           f"s{s['seed']}/{s['advisor']}: best so far "
                           + " → ".join(_fmt(r["best_so_far"], 3) for r in s["runs"])
                           + f" ({s['wall_s']:.0f}s, exit {s['exit_code']})", highlight=False)
+            if on_session is not None:
+                on_session(done)
     return done
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
-    ap.add_argument("--starts", nargs="+", default=None, help="start names (default: every start of each env)")
+    ap.add_argument("--starts", nargs="+", default=None,
+                    help=f"start names (default: {' '.join(DEFAULT_STARTS)}; also: value)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--advisors", nargs="+", default=list(ADVISORS))
     ap.add_argument("--runs", type=int, default=5, help="runs per session (the run budget)")
@@ -277,19 +309,25 @@ def main(argv: list[str] | None = None) -> int:
     tasks = grid(args.envs, args.starts, args.seeds, args.advisors, args.runs, root)
     console.print(f"{len(tasks)} sessions × {args.runs} runs with --jobs {args.jobs}; workspaces in {root}")
     t0 = time.time()
-    sessions = run_grid(tasks, args.jobs, console)
-    summary = summarise(sessions)
-    for table in tables(summary, args.advisors):
-        console.print(table)
-    wall = time.time() - t0
-    console.print(f"{len(sessions)} sessions in {wall / 60:.1f} min")
-    if args.out is not None:
+
+    def write(sessions: list[dict[str, Any]]) -> None:
+        # After every session, so an interrupted grid keeps what it measured.
+        if args.out is None:
+            return
         from autopilot.atomic import atomic_write_json
 
         atomic_write_json(args.out, {"argv": sys.argv[1:] if argv is None else argv, "runs": args.runs,
-                                     "seeds": args.seeds, "wall_s": round(wall, 1),
+                                     "seeds": args.seeds, "wall_s": round(time.time() - t0, 1),
+                                     "complete": len(sessions) == len(tasks), "sessions_planned": len(tasks),
                                      "starts": {e: {k: v[1] for k, v in ENVS[e]["starts"].items()} for e in args.envs},
-                                     "summary": summary, "sessions": sessions})
+                                     "summary": summarise(sessions), "sessions": sessions})
+
+    sessions = run_grid(tasks, args.jobs, console, on_session=write)
+    for table in tables(summarise(sessions), args.advisors):
+        console.print(table)
+    console.print(f"{len(sessions)} sessions in {(time.time() - t0) / 60:.1f} min")
+    write(sessions)
+    if args.out is not None:
         console.print(f"wrote {args.out}")
     return 0 if len(sessions) == len(tasks) else 1
 
