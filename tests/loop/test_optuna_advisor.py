@@ -105,6 +105,15 @@ def test_the_run_that_used_an_ask_completes_that_trial_and_nothing_is_told_twice
     assert len(study.trials) == 5 and states.count(TrialState.RUNNING) == 1 and states.count(TrialState.FAIL) == 1
 
 
+def test_a_damaged_study_file_falls_back_to_the_ledger(tmp_path):
+    (tmp_path / STORAGE_FILE).write_bytes(b"this is not an sqlite database" * 100)
+    ctx = context(ledger()[:2]).model_copy(update={"state_dir": str(tmp_path)})
+    p = get_advisor("optuna").propose(ctx)
+    assert any("in-memory study rebuilt from the ledger (optuna.db could not be opened" in r for r in p.rationale)
+    assert any("told the study 2 trusted run(s)" in r for r in p.rationale)
+    accepted(ctx, p)
+
+
 def test_k_asks_differ_and_each_passes_the_guard_without_a_state_dir():
     ctx = context(ledger()[:2])
     assert ctx.state_dir is None  # in memory: rebuilt from the ledger

@@ -103,14 +103,18 @@ class OptunaAdvisor(Advisor):
         optuna = _optuna()
         # One study per (objective, space): a changed space starts a new study, warm-started from the ledger.
         name = f"autopilot-{ctx.objective}-{smap.signature()}"
+        sampler = make_sampler(self.sampler, seed)
         if ctx.state_dir:
-            storage = f"sqlite:///{ctx.state_dir}/{STORAGE_FILE}"
-            where = f"{STORAGE_FILE} in the workspace's advisor state (study {name})"
+            try:
+                study = optuna.create_study(study_name=name, storage=f"sqlite:///{ctx.state_dir}/{STORAGE_FILE}",
+                                            load_if_exists=True, direction="maximize", sampler=sampler)
+                return study, f"{STORAGE_FILE} in the workspace's advisor state (study {name})"
+            except Exception as exc:  # a damaged file must not cost the run its proposal: the ledger suffices
+                where = (f"an in-memory study rebuilt from the ledger ({STORAGE_FILE} could not be opened: "
+                         f"{type(exc).__name__}: {str(exc)[:120]})")
         else:
-            storage, where = None, "an in-memory study (no state dir given: rebuilt from the ledger each call)"
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-                                    sampler=make_sampler(self.sampler, seed))
-        return study, where
+            where = "an in-memory study (no state dir given: rebuilt from the ledger each call)"
+        return optuna.create_study(study_name=name, direction="maximize", sampler=sampler), where
 
     def _sync(self, study: Any, ctx: AdvisorContext, smap: SearchMap) -> list[str]:
         """Tell the study every ledger run it does not hold yet; returns notes on what was told."""
