@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ADVISORS = ("rules", "random", "constant", "optuna")
@@ -223,7 +224,7 @@ def tables(summary: dict[str, Any], advisors: list[str]) -> list[Table]:
     out = []
     for env, data in summary.items():
         digits = 3 if ENVS.get(env, {}).get("base", {}).get("autopilot", {}).get("objective") == "success_rate" else 1
-        t = Table(title=f"{env}: final best over seeds, mean ± std [min–max] · agent-steps (M)")
+        t = Table(title=escape(f"{env}: final best over seeds, mean ± std [min–max] · agent-steps per session (M)"))
         t.add_column("start")
         for a in advisors:
             t.add_column(a, justify="right")
@@ -238,7 +239,7 @@ def tables(summary: dict[str, Any], advisors: list[str]) -> list[Table]:
                     continue
                 text = (f"{_fmt(c['mean'], digits)} ± {_fmt(c['std'], digits)} [{_fmt(c['min'], digits)}–"
                         f"{_fmt(c['max'], digits)}] · {c['mean_agent_steps'] / 1e6:.2f}")
-                row.append(f"[bold]{text}[/]" if c["mean"] == top else text)
+                row.append(f"[bold]{escape(text)}[/]" if c["mean"] == top else escape(text))
             t.add_row(*row)
         t.add_row("average", *[_fmt(data["average"].get(a), digits) for a in advisors], style="bold")
         out.append(t)
