@@ -82,8 +82,10 @@ def analyse_and_propose(
     best: RunRecord | None = None,
     baseline: RunRecord | None = None,
     seed: int = 0,
+    state_dir: str | None = None,
 ) -> Decision:
-    """`history` is every run of the ledger, oldest first; the run to analyse is `history[-1]`."""
+    """`history` is every run of the ledger, oldest first; the run to analyse is `history[-1]`.
+    `state_dir`: an existing folder where advisors may keep state between calls (AdvisorContext.state_dir)."""
     if not history:
         raise ValueError("analyse_and_propose needs at least one run in the history")
     get_advisor(advisor)  # an unknown name is a ConfigError now, not a silent fallback later
@@ -109,7 +111,7 @@ def analyse_and_propose(
                              base_config=base.config, best=trusted,
                              best_resumable=pointer is not None and not is_suspect(pointer), noise_band=noise.value, noise=noise,
                              objective=objective, sps=sps, remaining_runs=remaining_runs,
-                             remaining_seconds=remaining_seconds, seed=seed, effect=effect)
+                             remaining_seconds=remaining_seconds, seed=seed, effect=effect, state_dir=state_dir)
         _advise(decision, ctx, advisor, history, pointer)
     decision.notes_md = render_notes(decision, history, best=trusted, baseline=baseline,
                                      repro_command=repro_command, objective=objective)

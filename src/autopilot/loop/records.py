@@ -182,6 +182,9 @@ class AdvisorContext(BaseModel):
     remaining_seconds: float | None = None
     seed: int = 0
     effect: ChangeEffect | None = None  # what the latest run's change did (see loop/attribution.py)
+    # A folder the loop keeps for advisors' own state (e.g. an Optuna study's SQLite file), set by the
+    # I/O side; None: an advisor keeps nothing between calls (pure, in memory).
+    state_dir: str | None = None
 
 
 class GuardVerdict(BaseModel):

@@ -35,7 +35,10 @@ ADVISORS: Registry[Callable[[], Advisor]] = Registry(
               "random": "autopilot.loop.advisors.random_advisor",
               "llm": "autopilot.loop.advisors.llm",
               "command": "autopilot.loop.advisors.command",
-              "manual": "autopilot.loop.advisors.manual"},
+              "manual": "autopilot.loop.advisors.manual",
+              "constant": "autopilot.loop.advisors.constant",
+              **{name: "autopilot.loop.advisors.optuna_advisor"
+                 for name in ("optuna", "optuna-random", "optuna-qmc", "optuna-cmaes")}},
     on_register=_name_class)
 
 
