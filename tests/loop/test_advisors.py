@@ -4,6 +4,7 @@ from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid
 from autopilot.config.load import config_space
 from autopilot.errors import ConfigError
 from autopilot.loop.advisors import Advisor, available_advisors, get_advisor, register_advisor
+from autopilot.loop.attribution import change_effect
 from autopilot.loop.diagnose import diagnose
 from autopilot.loop.guard import TRUST, guard
 from autopilot.loop.records import AdvisorContext, NoiseBand, Proposal
@@ -21,7 +22,8 @@ def context(history, *, band=None, best="auto", seed=0, remaining_runs=None, sps
                           trends=knob_trends(history, space, "success_rate", anchor=best, band=noise.value),
                           space=space, base_config=history[-1].config, best=best, noise_band=noise.value,
                           noise=noise, sps=sps, remaining_runs=remaining_runs, seed=seed,
-                          best_resumable=best_resumable)
+                          best_resumable=best_resumable,
+                          effect=change_effect(history, "success_rate", noise.value, space))
 
 
 def accepted(ctx, proposal):
@@ -103,13 +105,14 @@ def test_move_steps_past_the_best_edge_inside_the_typical_range():
     p = rules(context(hist, band=NoiseBand(value=0.02, measured=True)))
     # entropy_too_high fired in both runs although ent_coef was lowered in between: the step expands
     assert p.changes["train.ent_coef"] == 0.00375  # ×0.5² past the best-known 0.015
-    assert any("entropy_too_high persisted after 1 move(s) of train.ent_coef this way: a bolder step (×0.5^2)" in r
-               for r in p.rationale)
+    assert any("entropy_too_high persisted after 1 move(s) of train.ent_coef this way: a bolder step (×0.5^2, "
+               "at most to the edge of its typical range)" in r for r in p.rationale)
 
 
 def test_a_persistent_finding_escalates_its_step():
-    """updates_too_small fires run after run while the learning rate is raised ×2 each time: the next
-    step is ×2, then ×4, then ×8 — never the same step that has not worked."""
+    """updates_too_small fires run after run while the learning rate is raised: the next step is ×2, then
+    ×4 — never the same step that has not worked — but an expanded step stops at the edge of the
+    prior's typical range (1e-2); from there only plain ×2 steps go on."""
     tiny = {"approx_kl": 0.0002, "clipfrac": 0.0004}
     lrs = [0.001, 0.002, 0.004]
     hist = []
@@ -120,8 +123,33 @@ def test_a_persistent_finding_escalates_its_step():
     p = rules(context(hist))
     assert p.changes["train.learning_rate"] == 0.008 and "persisted after 1 step" in p.trust_region_override
     hist.append(make_record(rid(2), {"train.learning_rate": 0.008, "train.update_epochs": 4}, trainer=tiny))
-    assert rules(context(hist)).changes["train.learning_rate"] == 0.064  # ×8: capped at factor³
+    assert rules(context(hist)).changes["train.learning_rate"] == 0.01  # ×8 would be 0.064: stops at the edge
     accepted(context(hist), rules(context(hist)))
+    hist.append(make_record(rid(3), {"train.learning_rate": 0.01, "train.update_epochs": 4}, trainer=tiny))
+    assert rules(context(hist)).changes["train.learning_rate"] == 0.02  # at the edge: one plain step
+
+
+def test_a_move_that_hurt_is_not_repeated_the_finding_goes_to_another_knob():
+    tiny = {"approx_kl": 0.0002, "clipfrac": 0.0004}
+    hist = [make_record(rid(0), {"train.learning_rate": 0.001}, metrics={"success_rate": 0.5}, trainer=tiny),
+            make_record(rid(1), {"train.learning_rate": 0.002}, metrics={"success_rate": 0.1}, trainer=tiny)]
+    ctx = context(hist)
+    p = rules(ctx)
+    assert "train.learning_rate" not in p.changes or p.changes["train.learning_rate"] == 0.001  # never up again
+    assert any("train.learning_rate: unchanged" in r and "hurt" in r for r in p.rationale)
+    assert p.changes.get("train.update_epochs", 12) != 12 or p.changes.get("train.clip_coef", 0.2) != 0.2
+    assert (p.resume_mode, p.resume_from) == ("continue", "best")
+
+
+def test_one_gradient_step_per_batch_is_answered_with_more_epochs():
+    """update_epochs 1 and one minibatch: approx_kl and clipfrac are 0 by construction, so the finding
+    says so and only more passes can help (the clip and the learning rate act after the first step)."""
+    rec = make_record(rid(0), {"train.update_epochs": 1, "train.minibatch_size": 28_672, "train.clip_coef": 0.05},
+                      trainer={"approx_kl": 0.0, "clipfrac": 0.0})
+    f = next(f for f in diagnose([rec]) if f.code == "updates_too_small")
+    assert f.evidence["gradient_steps_per_batch"] == 1 and [m.key for m in f.moves] == ["train.update_epochs"]
+    p = rules(context([rec]))
+    assert p.changes["train.update_epochs"] == 4
 
 
 def test_a_knob_outside_its_prior_moves_into_it_in_one_step():

@@ -12,6 +12,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from autopilot.config.invariants import resolve_config
+from autopilot.config.model import Config
 from autopilot.loop.records import Finding, Move, NoiseBand, RunRecord
 from autopilot.loop.sanity import record_score, suspect_reasons, trusted_score
 from autopilot.loop.trends import SEED_KEY, material_diff, noise_band
@@ -100,10 +102,34 @@ def _glitch(rec: RunRecord) -> list[Finding]:
 
 
 # -- PPO update size ----------------------------------------------------------------------------------
-def _updates(s: TrainerSummary | None, t: Thresholds) -> list[Finding]:
+def gradient_steps_per_batch(cfg: Config | None) -> int | None:
+    """update_epochs × minibatches per batch: the optimizer steps each batch gets (None if unknown)."""
+    if cfg is None:
+        return None
+    try:
+        r = resolve_config(cfg)
+        return int(r.train.update_epochs) * max(1, int(r.train.batch_size) // max(1, int(r.train.minibatch_size)))
+    except Exception:  # a config an external trainer wrote may not resolve: the fact is then unknown
+        return None
+
+
+def _updates(s: TrainerSummary | None, t: Thresholds, cfg: Config | None = None) -> list[Finding]:
     kl, cf = _stat(s, "approx_kl"), _stat(s, "clipfrac")
     if kl is None or cf is None:
         return []
+    if kl < t.kl_small and cf < t.clipfrac_small and gradient_steps_per_batch(cfg) == 1:
+        # One optimizer step per batch: the ratio is measured before that step, so it is exactly 1 and
+        # approx_kl/clipfrac are 0 by construction. Only more passes let the policy move within a batch.
+        return [Finding(code="updates_too_small", severity="warn",
+                        evidence={"rule": f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < "
+                                          f"{t.clipfrac_small:g} with 1 gradient step per batch (update_epochs × "
+                                          f"minibatches = 1)",
+                                  "approx_kl": _f(kl), "clipfrac": _f(cf), "gradient_steps_per_batch": 1},
+                        theory="Each batch gets a single gradient step, taken at ratio 1: the clip never acts and "
+                               "the policy moves one small step per batch of experience.",
+                        moves=[Move(key="train.update_epochs", direction="up", factor=4.0,
+                                    why="more passes per batch: the only way the policy moves further within one "
+                                        "batch (lr and clip act only after the first step)")])]
     if kl < t.kl_small and cf < t.clipfrac_small:
         return [Finding(code="updates_too_small", severity="warn",
                         evidence={"rule": f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < "
@@ -373,6 +399,6 @@ def diagnose(history: list[RunRecord], *, best: RunRecord | None = None, noise: 
     findings = _status(rec) + _glitch(rec)
     findings += _regression(rec, best, objective, noise)
     if s is not None:
-        findings += _updates(s, t) + _entropy(rec, ent_coef, t) + _value_fit(s, t) + _env_specific(rec, t)
+        findings += _updates(s, t, rec.config) + _entropy(rec, ent_coef, t) + _value_fit(s, t) + _env_specific(rec, t)
     findings += _plateau(history, objective, noise, t) + _throughput(history, t)
     return findings

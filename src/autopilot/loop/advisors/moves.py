@@ -12,7 +12,6 @@ in this order:
    moves into that range in one step, whatever the trust region, because the prior is evidence;
 3. the knob this finding already moved when the finding persisted anyway: the step expands
    (×factor, then ×factor², ...), since repeating a step that did not work wastes a run;
-4. the finding's own order.
 
 Knobs inside their typical range with a learning curve that still rises are left alone by the
 caller (nothing is at fault that a prior can name).
@@ -42,10 +41,11 @@ class Candidate:
     undo: Any = None  # the previous run's value when the previous run moved this knob the other way
     persisted: int = 0  # consecutive runs in which this finding fired, this knob moved its way, and it fired again
     order: int = 0  # position among the findings' moves (the diagnosis's own priority)
+    away: float = 0.0  # how far outside its typical range the knob already is on the side this move pushes
 
     def sort_key(self) -> tuple:
         return (self.finding.severity != "error", self.undo is None, self.outside <= 0, -self.outside,
-                -self.persisted, self.order)
+                self.away, -self.persisted, self.order)
 
 
 def _direction_of(move: Move, old: Any) -> str | None:
@@ -123,7 +123,8 @@ def candidates(ctx: AdvisorContext, findings: list[Finding], specs: dict[str, Pa
             old = current.get(m.key)
             direction = _direction_of(m, old)
             c = Candidate(finding=f, move=m, spec=spec, old=old, direction=direction,
-                          outside=_outside(spec, old, direction), order=len(out))
+                          outside=_outside(spec, old, direction), order=len(out),
+                          away=_outside(spec, old, {"up": "down", "down": "up"}.get(direction or "")))
             if direction is not None and prev_cfg is not None and moved and moved[-1].get(m.key) not in (None, direction):
                 c.undo = knobs_of(prev_cfg).get(m.key)
             c.persisted = persisted_runs(f.code, m.key, direction, codes, moved)
@@ -147,14 +148,24 @@ def into_prior(spec: ParamSpec, old: float, direction: str) -> float:
 
 
 def escalated(spec: ParamSpec, old: float, direction: str, factor: float, persisted: int) -> float:
-    """One step of ×factor (÷ when down), expanded to ×factor**(persisted + 1) for a persistent finding."""
+    """One step of ×factor (÷ when down), expanded to ×factor**(persisted + 1) for a persistent finding.
+    An expanded step stops at the prior's typical range: a bolder step is not a leap into values no
+    tuned config uses (one plain step may still cross it)."""
     from autopilot.loop.advisors.base import step
     from autopilot.loop.guard import TrustRegion
 
     power = min(persisted + 1, MAX_ESCALATION)
     f = factor if factor >= 1 else 1 / factor
     wide = TrustRegion(log_factor=max(2.0, f) ** power, linear_frac=min(1.0, 0.25 * power))
-    return step(spec, old, direction, factor=f ** power, trust=wide)
+    new = step(spec, old, direction, factor=f ** power, trust=wide)
+    if power > 1 and spec.prior is not None and isinstance(new, (int, float)):
+        edge = spec.prior.high if direction == "up" else spec.prior.low
+        inside = spec.prior.low <= old <= spec.prior.high
+        beyond = new > edge if direction == "up" else new < edge
+        if inside and beyond:
+            plain = step(spec, old, direction, factor=f)
+            new = spec.clamp(edge) if (edge > old if direction == "up" else edge < old) else plain
+    return new
 
 
 def describe_outside(spec: ParamSpec, old: Any) -> str:

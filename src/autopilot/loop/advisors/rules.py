@@ -221,6 +221,13 @@ class RulesAdvisor(Advisor):
         direction = c.direction
         if direction is None:
             return False
+        hurt = ctx.effect is not None and ctx.effect.verdict == "hurt" and m.key in ctx.effect.changed
+        if hurt and c.undo is None and f.severity != "error":
+            # The last run moved this knob this way and scored worse than continuing would have: the
+            # finding is answered on another knob this time.
+            plan.skip(m.key, f"{cause} suggests {direction} again, but the last move of {m.key} hurt "
+                             f"({ctx.effect.detail})")  # type: ignore[union-attr]
+            return False
         overruled = ""
         if trend is not None:
             better = {"lower is better": "down", "higher is better": "up"}.get(trend.direction)
@@ -251,14 +258,17 @@ class RulesAdvisor(Advisor):
             plan.override = plan.override or f"prior: {m.key} outside its typical range"
         else:
             factor = m.factor or 2.0
-            new = escalated(spec, old, direction, factor, c.persisted)
-            if c.persisted:
-                sizing = (f"{f.code} persisted after {c.persisted} move(s) of {m.key} this way: a bolder step "
-                          f"(×{factor:g}^{min(c.persisted + 1, 3)})")
-                plan.override = plan.override or f"{f.code} persisted after {c.persisted} step(s): expanding step"
+            persisted = c.persisted
+            new = escalated(spec, old, direction, factor, persisted)
+            if persisted:
+                sizing = (f"{f.code} persisted after {persisted} move(s) of {m.key} this way: a bolder step "
+                          f"(×{factor:g}^{min(persisted + 1, 3)}, at most to the edge of its typical range)")
+                plan.override = plan.override or f"{f.code} persisted after {persisted} step(s): expanding step"
             else:
                 edge = f", at the best-known edge {fmt_num(trend.best_value)}" if trend is not None else ""  # type: ignore[union-attr]
-                sizing = f"one ×{factor:g} step; {m.key} is inside its typical range{edge}"
+                where = ("inside its typical range" if spec.prior_distance(old) == 0 else
+                         "outside its typical range, and no other knob the finding names is a better suspect")
+                sizing = f"one ×{factor:g} step; {m.key} is {where}{edge}"
         if new == old:
             plan.skip(m.key, f"{cause} suggests {direction}, but {fmt_num(old)} is at its range limit")
             return False
@@ -276,8 +286,10 @@ class RulesAdvisor(Advisor):
         if r is not None and r.gain > band / 2:
             return (f"the curve still rises: {ctx.objective} last quarter {r.last:.4g} vs the quarter before "
                     f"{r.before:.4g} (+{r.gain:.3g} > half the band {band / 2:.3g})")
-        if ctx.effect is not None and ctx.effect.verdict == "helped":
-            return f"the last run beat its predecessor: {ctx.effect.detail}"
+        if ctx.effect is not None and ctx.effect.verdict == "helped" and ctx.effect.comparison == "continuation":
+            # A warm start that beat even the optimistic continuation is still climbing. (A controlled
+            # comparison that "helped" is evidence about the knob instead: the trends use it.)
+            return f"the last run beat continuing its predecessor: {ctx.effect.detail}"
         return None
 
     @staticmethod
