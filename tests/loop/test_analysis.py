@@ -112,10 +112,10 @@ def test_unknown_advisor_is_a_clear_error():
 
 
 def test_every_proposal_rejected_leaves_none_and_says_so():
-    # At 1 SPS not even one batch fits the budget: rules and the seed-repeat fallback are both refused.
+    # At 1 SPS not even one batch fits the budget: rules, constant and the seed-repeat fallback are refused.
     d = analyse_and_propose([make_record(rid(0))], sps=1.0)
     assert d.proposal is None and d.verdict is None and d.advisor_used is None
-    assert [a for a, _ in d.rejected] == ["rules", "fallback"]
+    assert [a for a, _ in d.rejected] == ["rules", "constant", "fallback"]
     assert "no proposal: every advisor's proposal was rejected" in d.notes_md
 
 
@@ -125,6 +125,15 @@ def test_conservative_fallback_when_rules_is_rejected(monkeypatch):
     monkeypatch.setattr(rules.RulesAdvisor, "propose",
                         lambda self, ctx: Proposal(changes={"train.learning_rate": 0.05}))  # ×20: trust region
     hist = [make_record(rid(0))]
+    d = analyse_and_propose(hist, sps=SPS)
+    # the null hypothesis first: keep the config and continue training
+    assert d.advisor_used == "constant" and [a for a, _ in d.rejected] == ["rules"]
+    assert set(d.proposal.changes) <= {"train.seed"}
+    assert (d.proposal.resume_mode, d.proposal.resume_from) == ("continue", "latest")
+    from autopilot.loop.advisors import constant
+
+    monkeypatch.setattr(constant.ConstantAdvisor, "propose",
+                        lambda self, ctx: Proposal(changes={"train.learning_rate": 0.05}))
     d = analyse_and_propose(hist, sps=SPS)
     assert d.advisor_used == "fallback" and d.proposal.seed_repeat
     assert d.proposal.changes == {"train.seed": 2} and d.proposal.resume_mode == "fresh"

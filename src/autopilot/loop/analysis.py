@@ -121,8 +121,10 @@ def analyse_and_propose(
 
 def _advise(decision: Decision, ctx: AdvisorContext, advisor: str, history: list[RunRecord],
             best_pointer: RunRecord | None) -> None:
-    """Ask `advisor`, then `rules`, then the fallback; the first proposal the guard accepts wins."""
-    names = [advisor] + (["rules"] if advisor != "rules" else [])
+    """Ask `advisor`, then `rules`, then `constant`, then the fallback; the first the guard accepts wins."""
+    # `constant` (keep the config, continue) is the null hypothesis: when every advisor is refused, more
+    # training of what runs is a better use of the run than a fresh seed repeat (the last resort).
+    names = [advisor] + [n for n in ("rules", "constant") if n != advisor]
     attempts: list[tuple[str, Proposal | None, str]] = []
     for name in names:
         chosen = None

@@ -43,7 +43,7 @@ from autopilot.loop.advisors.base import (
 from autopilot.loop.advisors.moves import Candidate, candidates, describe_outside, escalated, into_prior
 from autopilot.loop.attribution import rise
 from autopilot.loop.diagnose import THRESHOLDS, policy_std
-from autopilot.loop.guard import BUDGET_KEY
+from autopilot.loop.guard import BUDGET_KEY, TRUST
 from autopilot.loop.records import AdvisorContext, Finding, KnobTrend, Proposal, RunRecord
 from autopilot.loop.sanity import trusted_score
 from autopilot.loop.trends import CONFOUNDED, material_diff
@@ -272,6 +272,8 @@ class RulesAdvisor(Advisor):
         if new == old:
             plan.skip(m.key, f"{cause} suggests {direction}, but {fmt_num(old)} is at its range limit")
             return False
+        if not TRUST.allows(spec, old, new):
+            plan.override = plan.override or f"{f.code}: the finding's own ×{m.factor or 2:g} move on {m.key}"
         plan.set(m.key, new, f"{cause}: {m.why}; {sizing}{overruled}")
         plan.causes.append(f.code)
         return True
