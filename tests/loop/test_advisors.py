@@ -147,9 +147,10 @@ def test_one_gradient_step_per_batch_is_answered_with_more_epochs():
     rec = make_record(rid(0), {"train.update_epochs": 1, "train.minibatch_size": 28_672, "train.clip_coef": 0.05},
                       trainer={"approx_kl": 0.0, "clipfrac": 0.0})
     f = next(f for f in diagnose([rec]) if f.code == "updates_too_small")
-    assert f.evidence["gradient_steps_per_batch"] == 1 and [m.key for m in f.moves] == ["train.update_epochs"]
+    assert f.evidence["gradient_steps_per_batch"] == 1 and [m.key for m in f.moves] == ["train.update_epochs", "train.clip_coef"]
+    assert f.moves[0].required
     p = rules(context([rec]))
-    assert p.changes["train.update_epochs"] == 4
+    assert p.changes["train.update_epochs"] == 4 and p.changes["train.clip_coef"] == 0.2  # clip 0.05: outside its prior too
 
 
 def test_a_knob_outside_its_prior_moves_into_it_in_one_step():

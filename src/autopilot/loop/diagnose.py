@@ -127,9 +127,11 @@ def _updates(s: TrainerSummary | None, t: Thresholds, cfg: Config | None = None)
                                   "approx_kl": _f(kl), "clipfrac": _f(cf), "gradient_steps_per_batch": 1},
                         theory="Each batch gets a single gradient step, taken at ratio 1: the clip never acts and "
                                "the policy moves one small step per batch of experience.",
-                        moves=[Move(key="train.update_epochs", direction="up", factor=4.0,
+                        moves=[Move(key="train.update_epochs", direction="up", factor=4.0, required=True,
                                     why="more passes per batch: the only way the policy moves further within one "
-                                        "batch (lr and clip act only after the first step)")])]
+                                        "batch (lr and clip act only after the first step)"),
+                               Move(key="train.clip_coef", direction="up", factor=2.0,
+                                    why="with several steps per batch the clip bounds how far the policy moves")])]
     if kl < t.kl_small and cf < t.clipfrac_small:
         return [Finding(code="updates_too_small", severity="warn",
                         evidence={"rule": f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < "

@@ -79,6 +79,8 @@ class Move(BaseModel):
     factor: float | None = None
     value: Any = None
     why: str = ""
+    # The evidence dictates this knob (not one suspect among several): it is answered first.
+    required: bool = False
 
 
 class Finding(BaseModel):

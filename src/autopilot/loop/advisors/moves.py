@@ -5,7 +5,8 @@ epochs, clip). Answering always with the first knob in the list is how an adviso
 update_epochs run after run while the learning rate sits 10× too low. The knob most likely at fault is,
 in this order:
 
-0. a severe finding's moves (a diverged run) before any warning's;
+0. a severe finding's moves (a diverged run) before any warning's, and a move the evidence dictates
+   (`Move.required`) before the suspects;
 1. the knob the previous run changed in the opposite direction: the change just before the problem
    appeared (it is undone);
 2. a knob outside its prior's typical range on the side the move corrects (the farthest first): it
@@ -44,8 +45,8 @@ class Candidate:
     away: float = 0.0  # how far outside its typical range the knob already is on the side this move pushes
 
     def sort_key(self) -> tuple:
-        return (self.finding.severity != "error", self.undo is None, self.outside <= 0, -self.outside,
-                self.away, -self.persisted, self.order)
+        return (self.finding.severity != "error", not self.move.required, self.undo is None, self.outside <= 0,
+                -self.outside, self.away, -self.persisted, self.order)
 
 
 def _direction_of(move: Move, old: Any) -> str | None:

@@ -203,8 +203,10 @@ class RulesAdvisor(Advisor):
         for c in ranked:
             if len(plan.changes) >= self.max_knobs:
                 break
-            if c.move.key in plan.changes or c.move.key in plan.skipped or c.finding.code in answered:
+            if c.move.key in plan.changes or c.move.key in plan.skipped:
                 continue
+            if c.finding.code in answered and c.outside <= 0:
+                continue  # one suspect per finding, unless another of its knobs is also outside its prior
             severe = c.finding.severity == "error"
             if (rising and not severe and c.undo is None and c.outside <= 0
                     and c.finding.code not in ACT_WHILE_RISING):
