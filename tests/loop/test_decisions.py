@@ -104,3 +104,19 @@ def test_a_move_from_ent_coef_zero_lands_on_the_standard_value():
     d = analyse_and_propose([collapsed], sps=SPS)
     assert "entropy_collapsed" in {f.code for f in d.findings}
     assert d.proposal.changes["train.ent_coef"] == 0.01 and d.verdict.accepted
+
+
+def test_a_checkpoint_trained_with_violent_updates_is_not_warm_started():
+    """lr 0.03 + clip 1.0 left approx_kl at 1.3 and success at 0: the fix moves lr and clip into their
+    typical ranges and starts fresh, since those weights are no head start."""
+    rec = make_record(rid(0), {"train.learning_rate": 0.03, "train.clip_coef": 1.0},
+                      metrics={"success_rate": 0.0}, trainer={"approx_kl": 1.3, "clipfrac": 0.05})
+    d = analyse_and_propose([rec], sps=SPS)
+    p = d.proposal
+    assert p.changes["train.learning_rate"] == 0.005 and p.changes["train.clip_coef"] == 0.2
+    assert p.resume_mode == "fresh" and any("violent updates (approx_kl 1.3 > 10 × 0.05)" in r for r in p.rationale)
+    # The same fix after a run that did learn keeps its checkpoint.
+    ok = make_record(rid(0), {"train.learning_rate": 0.03, "train.clip_coef": 1.0},
+                     metrics={"success_rate": 0.4}, trainer={"approx_kl": 1.3, "clipfrac": 0.05})
+    assert analyse_and_propose([make_record(rid(1), metrics={"success_rate": 0.1}), ok], sps=SPS,
+                               ).proposal.resume_mode == "continue"

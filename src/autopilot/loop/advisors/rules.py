@@ -106,6 +106,7 @@ class _Plan:
         self.watched: list[str] = []  # warnings noted but not acted on while the curve rises
         self.exploring = False
         self.fresh = False  # a diverged run with nothing trusted to go back to starts over
+        self.fresh_why = ""
 
     def set(self, key: str, new: Any, why: str) -> None:
         old = current(self.ctx, key)
@@ -402,8 +403,9 @@ class RulesAdvisor(Advisor):
         ctx = plan.ctx
         mode, src, why = choose_resume(ctx, prefer_best=plan.revert_to is not None, fresh=plan.seed_repeat or plan.fresh)
         if plan.fresh and not plan.seed_repeat:
-            why = "fresh start: the run diverged and there is no trusted checkpoint to go back to"
+            why = plan.fresh_why or "fresh start: the run diverged and there is no trusted checkpoint to go back to"
         mode, why = _refuse_noise_checkpoint(ctx, mode, src, why)
+        mode, why = _refuse_stuck_checkpoint(plan, mode, why)
         codes = [f.code for f in ctx.findings]
         causes = list(dict.fromkeys(plan.causes))
         parts = [f"{k.split('.')[-1]} {fmt_num(current(ctx, k))}→{fmt_num(v)}" for k, v in plan.changes.items()
@@ -438,6 +440,31 @@ class RulesAdvisor(Advisor):
             rationale=rationale + [f"resume: {why}"],
             expected_effect=expected or f"{ctx.objective} above the noise band of the current best",
             next_steps=next_steps, seed_repeat=plan.seed_repeat, trust_region_override=plan.override)
+
+
+def _refuse_stuck_checkpoint(plan: _Plan, mode: str, why: str) -> tuple[str, str]:
+    """A checkpoint is no head start when every trusted run of a warm-start chain stayed at the first
+    run's score (within the band) and the updates were violent (approx_kl far above its limit) or the
+    plateau sits where the ledger began: what those weights learned is what keeps the score there."""
+    ctx = plan.ctx
+    if mode != "continue" or plan.seed_repeat:
+        return mode, why
+    scores = [s for r in ctx.history if (s := trusted_score(r, ctx.objective)) is not None]
+    band = ctx.noise_band or 0.0
+    if len(scores) < 1 or max(scores) > scores[0] + band:
+        return mode, why
+    latest = ctx.history[-1].trainer_summary
+    kl = latest.metric("approx_kl") if latest is not None else None
+    violent = kl is not None and kl == kl and kl > 10 * THRESHOLDS.kl_large and "updates_too_large" in plan.causes
+    stuck = plan.exploring and len(scores) >= THRESHOLDS.plateau_runs
+    if violent:
+        return "fresh", (f"fresh start: the checkpoint was trained with violent updates (approx_kl {kl:.3g} > "
+                         f"10 × {THRESHOLDS.kl_large:g}) and no run has risen above the first's "
+                         f"{ctx.objective} {scores[0]:.4g}; its weights are no head start")
+    if stuck:
+        return "fresh", (f"fresh start: {len(scores)} runs have stayed within the band {band:.3g} of the first run's "
+                         f"{ctx.objective} {scores[0]:.4g}; the warm-started weights are stuck there")
+    return mode, why
 
 
 def _refuse_noise_checkpoint(ctx: AdvisorContext, mode: str, src: str, why: str) -> tuple[str, str]:
