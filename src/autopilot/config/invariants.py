@@ -177,16 +177,31 @@ def _check_device(cfg: Config) -> Check:
     return Check("device", "fail", f"{dev} not found", [msg])
 
 
-def _check_runtime(cfg: Config, sps: float | None) -> Check:
+def run_budget(cfg: Config, remaining_seconds: float | None = None) -> tuple[float, str]:
+    """(seconds one run may take, where that limit comes from): `autopilot.max_run_seconds`, or the
+    session's remaining seconds when fewer. The one home of the runtime-budget arithmetic, with
+    `steps_that_fit`: the invariant, the guard and the advisors all use these two."""
     budget = cfg.autopilot.max_run_seconds
+    if remaining_seconds is not None and remaining_seconds < budget:
+        return remaining_seconds, f"the session's remaining {remaining_seconds:,.0f}s"
+    return budget, f"autopilot.max_run_seconds={budget:,.0f}"
+
+
+def steps_that_fit(sps: float, budget_s: float, batch: int = 1) -> int:
+    """The largest total_timesteps, in whole batches, that `sps` gets through in `budget_s` seconds."""
+    return int(sps * budget_s) // batch * batch
+
+
+def _check_runtime(cfg: Config, sps: float | None) -> Check:
+    budget, source = run_budget(cfg)
     if not sps or sps <= 0:
         return Check("runtime", "skip", f"no measured SPS yet; budget {budget:,.0f}s")
     est = cfg.train.total_timesteps / sps
     if est <= budget:
         return Check("runtime", "ok", f"est. {cfg.train.total_timesteps:,} / {sps:,.0f} SPS = {est:,.0f}s ≤ {budget:,.0f}s")
-    fit = int(sps * budget)
+    fit = steps_that_fit(sps, budget)
     msg = (f"train.total_timesteps={cfg.train.total_timesteps} needs about {est:,.0f}s at {sps:,.0f} SPS, over "
-           f"autopilot.max_run_seconds={budget:,.0f} (rule: estimated wall time fits the budget); "
+           f"{source} (rule: estimated wall time fits the budget); "
            f"use at most {fit}")
     return Check("runtime", "fail", f"est. {est:,.0f}s > {budget:,.0f}s", [msg])
 

@@ -1,4 +1,4 @@
-"""The ledger's derived files: each run's `summary.json`, and the pointers `runs/best.json`,
+"""The ledger's derived files (their one writer): each run's `summary.json`, and the pointers `runs/best.json`,
 `models/best.pt`, `models/latest.pt` (+ `models/latest.json`, which run it came from).
 
 Rules (DESIGN, "trainer_summary.json" and "The loop"):
@@ -109,6 +109,11 @@ def metric_deltas(ts: TrainerSummary | None, other: TrainerSummary | None, objec
         if a is not None and b is not None:
             out[name] = a - b
     return out
+
+
+def write_loop_summary(run_dir: Path, summary: LoopSummary) -> Path:
+    """The one writer of runs/<id>/summary.json (collect writes it, the analysis adds the finding codes)."""
+    return atomic_write_json(run_dir / "summary.json", summary.model_dump(mode="json"))
 
 
 def summary_in_memory(rec: RunRecord, history: list[RunRecord], objective: str) -> LoopSummary:

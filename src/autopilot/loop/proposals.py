@@ -1,4 +1,5 @@
-"""The pending proposal (`proposals/next_config.json`) and the config it produces.
+"""The pending proposal (`proposals/next_config.json`: this module is its one writer and remover) and
+the config it produces.
 
 A proposal is a flat dict of dotted keys (`Proposal.as_override()`) relative to the *current base*:
 the last run's config (same mode), else the workspace profile `configs/baseline_<mode>.json`; the
@@ -12,7 +13,6 @@ proposed: a JSON file must not choose what program runs) + the config model + ev
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,11 @@ from autopilot.atomic import atomic_write_json
 from autopilot.config import Config, check_config, config_from_dict, derive_batch, flatten, resolve_config
 from autopilot.config.invariants import derive_minibatch_size
 from autopilot.config.load import config_space, read_json_file
+from autopilot.config.overrides import unknown_key
 from autopilot.errors import AutopilotError, ConfigError
+from autopilot.loop.history import run_mode
 from autopilot.loop.records import RunRecord
-from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, stamp
+from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, read_json_tolerant, stamp
 
 FORBIDDEN_KEYS = ("autopilot.trainer_command",)
 
@@ -52,14 +54,6 @@ def load_profile_file(ws: Workspace, mode: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"profile {ws.rel(path)} must be a JSON object; fix it or delete it and run `autopilot init`")
     return data
-
-
-def run_mode(rec: RunRecord) -> str | None:
-    if rec.loop_summary is not None:
-        mode = (rec.loop_summary.model_extra or {}).get("mode")
-        if isinstance(mode, str):
-            return mode
-    return None
 
 
 def current_base(ws: Workspace, mode: str, history: list[RunRecord],
@@ -94,9 +88,7 @@ def validate_override(override: Any, base: Config, *, sps: float | None = None) 
             problems.append(f"{key} may not be set by a proposal (rule: a proposal tunes the training, not which "
                             f"program runs); set it in the profile or with --set")
         elif key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
-            hint = f"; did you mean {near[0]}" if near else ""
-            problems.append(f"{key} is not a known key (rule: unknown keys are errors){hint}")
+            problems.append(unknown_key(key, known))
     if problems:
         raise ConfigError(problems)
     cfg = config_from_dict(unresolve(base).model_dump(), flat)
@@ -171,3 +163,19 @@ def take_pending(ws: Workspace, base: Config, *, sps: float | None, warn: Warn |
 
 def stage(ws: Workspace, override: dict[str, Any]) -> Path:
     return atomic_write_json(ws.next_config, override)
+
+
+def consume_pending(ws: Workspace, override: dict[str, Any], *, warn: Warn | None) -> bool:
+    """Remove the staged proposal once a run folder holds it (its override.json), and only if it is still
+    the one that was read: a person may have staged another meanwhile, which stays for the next run.
+    True when it was removed."""
+    pending = read_json_tolerant(ws.next_config, lambda m: None)
+    try:
+        same = isinstance(pending, dict) and flatten(pending) == override
+    except (ValueError, TypeError, RecursionError):
+        same = False
+    if same:
+        ws.next_config.unlink(missing_ok=True)
+    elif warn is not None and ws.next_config.exists():
+        warn(f"{ws.rel(ws.next_config)} changed while this run was prepared; kept for the next run")
+    return same

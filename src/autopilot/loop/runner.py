@@ -18,7 +18,6 @@ so a rerun of the same command does exactly the runs still missing.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import threading
@@ -30,18 +29,17 @@ from typing import Any
 from rich.console import Console
 
 from autopilot.atomic import atomic_write_json, dumps_json
-from autopilot.config import ensure_valid, flatten
+from autopilot.config import ensure_valid
 from autopilot.errors import ConfigError
 from autopilot.loop import launch
+from autopilot.loop.history import recent_sps
 from autopilot.loop.ledger import check_pointers, promote, read_best
-from autopilot.loop.proposals import current_base, take_pending
+from autopilot.loop.proposals import consume_pending, current_base, take_pending
 from autopilot.loop.recording import analyse_run
-from autopilot.loop.records import RunRecord
 from autopilot.loop.session import Loop, open_session, parse_until
 from autopilot.loop.training import collect, train_run
 from autopilot.loop.workspace import (
     STAGING_SUFFIX,
-    Workspace,
     WorkspaceLock,
     init_workspace,
     iso_now,
@@ -208,8 +206,7 @@ def _max_run_s(run_dir: Path) -> float:
 def _consume_if_pending(loop: Loop, run_dir: Path) -> None:
     """Finish the 'remove the consumed proposal' step if the loop died right before it."""
     override = read_json_tolerant(run_dir / "override.json", loop.warn)
-    if override and _pending_is(loop.ws, override):
-        loop.ws.next_config.unlink(missing_ok=True)
+    if override and consume_pending(loop.ws, override, warn=None):
         loop.warn(f"the staged proposal was already used by run {run_dir.name}; removed it from proposals/")
 
 
@@ -229,7 +226,7 @@ def _prepare(loop: Loop) -> Path | None:
     # carry the config forward, so re-applying --set each time would silently undo them.
     first_of_session = not list(loop.session_runs())
     base, source = current_base(ws, loop.mode, history, loop.base_overrides if first_of_session else None)
-    sps = _recent_sps(history)
+    sps = recent_sps(history)
     cfg, override = take_pending(ws, base, sps=sps, warn=loop.warn)
     if cfg is None:
         try:
@@ -252,35 +249,10 @@ def _prepare(loop: Loop) -> Path | None:
     run_dir = ws.runs / run_id
     staging.rename(run_dir)
     if override:
-        _consume_proposal(loop, override)
+        consume_pending(ws, override, warn=loop.warn)
     what = f"{source} + proposal ({len(override)} keys)" if override else f"{source} (no proposal)"
     loop.say(f"  run {run_id}: config from {what}")
     return run_dir
-
-
-def _consume_proposal(loop: Loop, override: dict[str, Any]) -> None:
-    """Only now that runs/<id>/override.json holds the proposal may the pending copy go, and only if
-    it is still the one that was read (a person may have staged another meanwhile: that one stays)."""
-    if _pending_is(loop.ws, override):
-        loop.ws.next_config.unlink(missing_ok=True)
-    elif loop.ws.next_config.exists():
-        loop.warn(f"{loop.ws.rel(loop.ws.next_config)} changed while this run was prepared; kept for the next run")
-
-
-def _pending_is(ws: Workspace, override: dict[str, Any]) -> bool:
-    pending = read_json_tolerant(ws.next_config, lambda m: None)
-    try:
-        return isinstance(pending, dict) and flatten(pending) == override
-    except (ValueError, TypeError, RecursionError):
-        return False
-
-
-def _recent_sps(history: list[RunRecord]) -> float | None:
-    for rec in reversed(history):
-        ts = rec.trainer_summary
-        if ts is not None and ts.throughput.sps and math.isfinite(ts.throughput.sps) and ts.throughput.sps > 0:
-            return float(ts.throughput.sps)
-    return None
 
 
 # --------------------------------------------------------------------------------------------------

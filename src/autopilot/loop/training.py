@@ -9,10 +9,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from autopilot.atomic import atomic_write_json
 from autopilot.config import Config
 from autopilot.loop import launch
-from autopilot.loop.ledger import build_loop_summary, checkpoint_loads, pinned_baseline, read_best
+from autopilot.loop.history import read_ledger
+from autopilot.loop.ledger import build_loop_summary, checkpoint_loads, write_loop_summary
 from autopilot.loop.records import RunRecord
 from autopilot.loop.session import Loop
 from autopilot.loop.workspace import iso_now, load_history, load_run, read_state, write_state
@@ -157,26 +157,22 @@ def collect(loop: Loop, run_dir: Path, *, status: str | None, error: str | None,
              result: launch.LaunchResult | None, attempts: int, default_status: str = "crashed",
              resume: dict[str, Any] | None = None, resumed_checkpoint: str | None = None) -> None:
     """Write summary.json (status, score, suspect, deltas) and move the run to `collected`."""
-    ws = loop.ws
-    history = load_history(ws, loop.warn, upto=run_dir.name, with_curve=False)
+    ledger = read_ledger(loop.ws, loop.warn, upto=run_dir.name)
+    history = ledger.runs
     rec = history[-1]
     if status is None:
         status = rec.trainer_summary.status if rec.trainer_summary is not None else default_status
     previous = history[-2] if len(history) > 1 else None
-    base_id = pinned_baseline(ws, loop.warn)
-    best = read_best(ws, loop.warn)
-    base_id = base_id or (best.run_id if best else None)
-    baseline = next((r for r in history if r.run_id == base_id), None)
     st = read_state(run_dir)
     summary = build_loop_summary(
-        rec, status=status, objective=rec.config.autopilot.objective if rec.config else "success_rate",
-        previous=previous, baseline=baseline, attempts=max(attempts, 1),
+        rec, status=status, objective=ledger.objective, previous=previous, baseline=ledger.baseline,
+        attempts=max(attempts, 1),
         resume=resume or st.get("resume") or {}, started_at=st.get("launched_at") or st.get("created_at"),
         ended_at=iso_now(), error=(error or "")[-3000:] or None, mode=st.get("mode"), session=st.get("session"),
         exit_code=result.returncode if result else None, wall_s=round(result.wall_s, 2) if result else None,
         resumed_checkpoint=resumed_checkpoint,
     )
-    atomic_write_json(run_dir / "summary.json", summary.model_dump(mode="json"))
+    write_loop_summary(run_dir, summary)
     write_state(run_dir, phase="collected")
     score = f"{summary.score:.4g}" if summary.score is not None else "–"
     d = summary.deltas.get("vs_previous", {}).get(summary.objective)
