@@ -21,6 +21,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 WorkdirOpt = typer.Option(Path("workspace"), "--workdir", "-w", help="The workspace folder.")
+BaseConfigOpt = typer.Option(None, "--config", "-c", help="The session's base config: a JSON or PufferLib .ini "
+                             "file, for any registered env; kept in the workspace as configs/base.json.")
 SetOpt = typer.Option(None, "--set", help="Override a key: --set train.ent_coef=0.05 (repeatable).")
 
 
@@ -100,19 +102,24 @@ def train(
 
 @app.command()
 @_guarded
-def init(workdir: Path = WorkdirOpt) -> None:
-    """Create a workspace: configs/, proposals/, runs/, models/, journal/."""
+def init(workdir: Path = WorkdirOpt, config: Path | None = BaseConfigOpt) -> None:
+    """Create a workspace: configs/, proposals/, runs/, models/, journal/ (and configs/base.json with --config)."""
+    from autopilot.config import load_config
     from autopilot.loop.workspace import init_workspace
 
-    ws = init_workspace(workdir)
-    console.print(f"workspace ready at {ws.root}")
+    ws = init_workspace(workdir, base=load_config(config).model_dump() if config is not None else None)
+    console.print(f"workspace ready at {ws.root}" + (f"; base config {ws.rel(ws.profile_path('config'))}"
+                                                     if config is not None else ""), highlight=False)
 
 
 @app.command()
 @_guarded
 def run(
     runs: int = typer.Option(3, "--runs", "-n", min=1, help="Training runs to do in this session."),
-    mode: str = typer.Option("quick", "--mode", help="Base profile: quick or full."),
+    config: Path | None = BaseConfigOpt,
+    mode: str | None = typer.Option(None, "--mode", help="Base profile: quick or full (built in), or config (the "
+                                    "workspace's configs/base.json). Default: config when the workspace has one, "
+                                    "else quick."),
     advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config."),
     workdir: Path = WorkdirOpt,
     until: str | None = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
@@ -122,7 +129,7 @@ def run(
     """Run the loop: train, diagnose, propose, guard, record; N times."""
     from autopilot.loop.runner import run_loop
 
-    code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
+    code = run_loop(workdir, runs=runs, mode=mode, config=config, advisor=advisor, until=until,
                     budget_minutes=budget_minutes, base_overrides=_overrides(None, set_), console=console)
     raise typer.Exit(code)
 

@@ -70,6 +70,9 @@ class AutopilotConfig(Section):
     max_retries: int = 1  # a crashed trainer is retried this many times from its latest checkpoint
     # A user's own trainer: argv with {config}, {run_dir}, {resume} placeholders; None = the built-in one.
     trainer_command: list[str] | None = None
+    # A user's own modules (not packaged) that register envs/advisors/backends: imported before the config
+    # is validated, in the loop and in the trainer child alike. Packages use entry points instead.
+    plugins: list[str] = Field(default_factory=list)
 
 
 class SweepSpec(Section):

@@ -100,13 +100,19 @@ def recent_sps(history: list[RunRecord]) -> float | None:
     return None
 
 
+def _summary_text(rec: RunRecord, key: str) -> str | None:
+    value = (rec.loop_summary.model_extra or {}).get(key) if rec.loop_summary is not None else None
+    return value if isinstance(value, str) else None
+
+
 def run_mode(rec: RunRecord) -> str | None:
-    """The base profile a run started from (`quick`, `full`, `config`), as its loop summary records it."""
-    if rec.loop_summary is not None:
-        mode = (rec.loop_summary.model_extra or {}).get("mode")
-        if isinstance(mode, str):
-            return mode
-    return None
+    """The base a run started from (`quick`, `full` or `config`), as its loop summary records it."""
+    return _summary_text(rec, "mode")
+
+
+def run_base_digest(rec: RunRecord) -> str | None:
+    """The fingerprint of the base file the run's session started from (`proposals.profile_digest`)."""
+    return _summary_text(rec, "base_digest")
 
 
 def changed_knobs(prev: RunRecord | None, rec: RunRecord) -> str:

@@ -1,7 +1,7 @@
 """The ledger's derived files (their one writer): each run's `summary.json`, and the pointers `runs/best.json`,
 `models/best.pt`, `models/latest.pt` (+ `models/latest.json`, which run it came from).
 
-Rules (DESIGN, "trainer_summary.json" and "The loop"):
+Rules (the README's "Driving your own trainer" and "The workspace"):
 - a run whose metrics break their own definitions is suspect: never best, never latest;
 - a diverged run is never promoted (the next run rolls back to best);
 - a checkpoint is promoted only if it loads (`torch.load` gives a dict);

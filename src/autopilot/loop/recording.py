@@ -50,7 +50,8 @@ def repro_command(ws: Workspace, rec: RunRecord) -> str:
 def analyse_run(ws: Workspace, run_dir: Path, *, advisor: str, say: Say, warn: Warn,
                 remaining_runs: int | None = None, remaining_seconds: float | None = None,
                 keep_pending: bool = False) -> Any:
-    """Diagnose/advise/guard/notes for `run_dir` (the last run of `history`) and write the records.
+    """Diagnose/advise/guard/notes for `run_dir`, judged against the ledger's runs up to it, and write the
+    records.
 
     `keep_pending` (the loop): a proposal found staged now was put there during the run, by a person
     (`autopilot apply` or an editor) or by this same analysis before a crash; it is kept, not replaced.

@@ -29,16 +29,18 @@ from typing import Any
 from rich.console import Console
 
 from autopilot.atomic import atomic_write_json, dumps_json
-from autopilot.config import ensure_valid
+from autopilot.config import ensure_valid, load_config
 from autopilot.errors import ConfigError
 from autopilot.loop import launch
 from autopilot.loop.history import recent_sps
 from autopilot.loop.ledger import check_pointers, promote, read_best
-from autopilot.loop.proposals import consume_pending, current_base, take_pending
+from autopilot.loop.proposals import consume_pending, current_base, profile_digest, take_pending
 from autopilot.loop.recording import analyse_run
 from autopilot.loop.session import Loop, open_session, parse_until
-from autopilot.loop.training import collect, train_run
+from autopilot.loop.training import record_outcome, train_run
 from autopilot.loop.workspace import (
+    CONFIG_MODE,
+    MODES,
     STAGING_SUFFIX,
     WorkspaceLock,
     init_workspace,
@@ -56,21 +58,31 @@ PLATEAU_RUNS = 3  # stop after this many consecutive runs of the session diagnos
 
 
 # --------------------------------------------------------------------------------------------------
-def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: str = "rules",
-             until: str | None = None, budget_minutes: float | None = None,
+def run_loop(workdir: str | Path, *, runs: int, mode: str | None = None, config: str | Path | None = None,
+             advisor: str = "rules", until: str | None = None, budget_minutes: float | None = None,
              base_overrides: dict[str, Any] | None = None, console: Console | None = None) -> int:
-    """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
+    """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM).
+
+    The session's base: `config` (a JSON or PufferLib .ini file, for any registered env; kept in the
+    workspace as configs/base.json), else the profile `mode` (`quick`, `full`, or `config` for the
+    workspace's configs/base.json); neither: configs/base.json when the workspace has one, else quick."""
     console = console or Console()
-    if mode not in ("quick", "full"):
-        raise ConfigError(f"--mode {mode!r} is not a profile; use quick or full")
+    if config is not None and mode not in (None, CONFIG_MODE):
+        raise ConfigError(f"--config {config} and --mode {mode} both choose the base config; use one of them")
+    if mode is not None and mode not in (*MODES, CONFIG_MODE):
+        raise ConfigError(f"--mode {mode!r} is not a base; use {', '.join(MODES)} or {CONFIG_MODE} "
+                          f"(the workspace's configs/base.json, from --config)")
     target = parse_until(until)
+    base = load_config(config).model_dump() if config is not None else None  # plugins it names are imported
     from autopilot.loop.advisors import get_advisor
 
     get_advisor(advisor)  # an unknown advisor is a one-line error before anything is written
-    ws = init_workspace(workdir)  # idempotent: keeps every existing file
+    ws = init_workspace(workdir, base=base)  # idempotent: keeps every existing file
+    mode = CONFIG_MODE if base is not None else (mode or ws.default_mode())
     # Normalised through JSON so that it compares equal to the copy read back from session.json.
-    signature = json.loads(dumps_json({"mode": mode, "advisor": advisor, "runs": runs, "until": until,
-                                       "budget_minutes": budget_minutes, "set": base_overrides or {}}))
+    signature = json.loads(dumps_json({"mode": mode, "base": profile_digest(ws, mode), "advisor": advisor,
+                                       "runs": runs, "until": until, "budget_minutes": budget_minutes,
+                                       "set": base_overrides or {}}))
     with WorkspaceLock(ws, command=f"autopilot run --runs {runs} --mode {mode}",
                        warn=lambda m: console.print(f"[yellow]! {m}[/]", highlight=False)):
         session = open_session(ws, signature, runs, lambda m, s="": console.print(f"[{s}]{m}[/]" if s else m))
@@ -183,15 +195,15 @@ def _recover(loop: Loop) -> None:
             continue  # launched by the main loop as this session's next run
         loop.say(f"recovering run {d.name} (left in phase `{phase}`)", "yellow")
         if phase == "prepared":
-            collect(loop, d, status="interrupted", error="never launched: the loop stopped before starting it",
-                     result=None, attempts=0)
+            record_outcome(loop, d, status="interrupted", result=None, attempts=0,
+                           error="never launched: the loop stopped before starting it")
         elif phase == "training":
             pid, ctime = st.get("pid"), st.get("pid_create_time")
             if isinstance(pid, int):
                 outcome = launch.stop_orphan(pid, ctime, launch.grace_seconds(_max_run_s(d)))
                 loop.warn(f"trainer pid {pid} of run {d.name}: {outcome}")
-            collect(loop, d, status=None, error="recovered: the loop stopped while the trainer was running", result=None,
-                     attempts=int(st.get("attempt", 1)), default_status="interrupted")
+            record_outcome(loop, d, status=None, error="recovered: the loop stopped while the trainer was running",
+                           result=None, attempts=int(st.get("attempt", 1)), default_status="interrupted")
         _advance(loop, d)
 
 
@@ -234,7 +246,7 @@ def _prepare(loop: Loop) -> Path | None:
         except ConfigError as exc:
             if not source.startswith("run "):
                 raise ConfigError(f"{source}: {exc}") from None
-            loop.warn(f"the last run's config no longer validates ({str(exc)[:120]}); using the profile")
+            loop.warn(f"the last run's config no longer validates ({str(exc)[:120]}); using the base file")
             base, source = current_base(ws, loop.mode, [], loop.base_overrides)
             cfg = ensure_valid(base)
     if loop.stop.requested:
@@ -244,8 +256,8 @@ def _prepare(loop: Loop) -> Path | None:
     staging.mkdir(parents=True)
     atomic_write_json(staging / "config.json", cfg.model_dump())
     atomic_write_json(staging / "override.json", override)
-    write_state(staging, phase="prepared", session=loop.session.id, mode=loop.mode, base=source, attempt=0,
-                created_at=iso_now())
+    write_state(staging, phase="prepared", session=loop.session.id, mode=loop.mode, base=source,
+                base_digest=profile_digest(ws, loop.mode), attempt=0, created_at=iso_now())
     run_dir = ws.runs / run_id
     staging.rename(run_dir)
     if override:
@@ -267,7 +279,7 @@ def _advance(loop: Loop, run_dir: Path) -> None:
     if phase == "collected":
         rec = load_run(run_dir, loop.warn, with_curve=False)
         if rec.loop_summary is None:  # summary.json damaged after the fact: rebuild it
-            collect(loop, run_dir, status=None, error=None, result=None, attempts=1, default_status="crashed")
+            record_outcome(loop, run_dir, status=None, error=None, result=None, attempts=1, default_status="crashed")
             rec = load_run(run_dir, loop.warn, with_curve=False)
         p = promote(loop.ws, rec, loop.warn)
         marks = ("latest ✓" if p.latest else "latest –") + (", best ★" if p.best else "")

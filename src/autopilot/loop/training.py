@@ -52,12 +52,12 @@ def resume_for(loop: Loop, cfg: Config, previous: RunRecord | None) -> dict[str,
 
 
 def train_run(loop: Loop, run_dir: Path) -> None:
-    """Launch the child (with retries after a crash) under the watchdog, then collect."""
+    """Launch the child (with retries after a crash) under the watchdog, then record the outcome (summary.json)."""
     ws = loop.ws
     rec = load_run(run_dir, loop.warn, with_curve=False)
     cfg = rec.config
     if cfg is None:
-        collect(loop, run_dir, status="failed", error="config.json does not validate", result=None, attempts=0)
+        record_outcome(loop, run_dir, status="failed", error="config.json does not validate", result=None, attempts=0)
         return
     history = load_history(ws, lambda m: None, upto=run_dir.name, with_curve=False)
     previous = history[-2] if len(history) > 1 else None
@@ -106,7 +106,7 @@ def train_run(loop: Loop, run_dir: Path) -> None:
         if checkpoint_loads(own)[0]:
             checkpoint = own
         loop.warn(f"retrying ({attempt}/{ap.max_retries}) from {ws.rel(checkpoint) if checkpoint else 'scratch'}")
-    collect(loop, run_dir, status=status, error=error, result=result, attempts=attempt, resume=resume,
+    record_outcome(loop, run_dir, status=status, error=error, result=result, attempts=attempt, resume=resume,
              resumed_checkpoint=str(checkpoint) if checkpoint else None)
 
 
@@ -153,9 +153,9 @@ def _classify(run_dir: Path, result: launch.LaunchResult) -> tuple[str, str | No
     return "crashed", f"the trainer died ({how}){'; ' + ts_error if ts_error else ''}\n{tail}".strip()
 
 
-def collect(loop: Loop, run_dir: Path, *, status: str | None, error: str | None,
-             result: launch.LaunchResult | None, attempts: int, default_status: str = "crashed",
-             resume: dict[str, Any] | None = None, resumed_checkpoint: str | None = None) -> None:
+def record_outcome(loop: Loop, run_dir: Path, *, status: str | None, error: str | None,
+                   result: launch.LaunchResult | None, attempts: int, default_status: str = "crashed",
+                   resume: dict[str, Any] | None = None, resumed_checkpoint: str | None = None) -> None:
     """Write summary.json (status, score, suspect, deltas) and move the run to `collected`."""
     ledger = read_ledger(loop.ws, loop.warn, upto=run_dir.name)
     history = ledger.runs
@@ -168,7 +168,8 @@ def collect(loop: Loop, run_dir: Path, *, status: str | None, error: str | None,
         rec, status=status, objective=ledger.objective, previous=previous, baseline=ledger.baseline,
         attempts=max(attempts, 1),
         resume=resume or st.get("resume") or {}, started_at=st.get("launched_at") or st.get("created_at"),
-        ended_at=iso_now(), error=(error or "")[-3000:] or None, mode=st.get("mode"), session=st.get("session"),
+        ended_at=iso_now(), error=(error or "")[-3000:] or None, mode=st.get("mode"), base_digest=st.get("base_digest"),
+        session=st.get("session"),
         exit_code=result.returncode if result else None, wall_s=round(result.wall_s, 2) if result else None,
         resumed_checkpoint=resumed_checkpoint,
     )
