@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autopilot.atomic import atomic_write_json
+from autopilot.atomic import atomic_write_json, read_json
 from autopilot.config.model import Config
 from autopilot.config.overrides import apply_overrides
 from autopilot.envs.registry import get_env_spec, pydantic_violations
@@ -80,16 +80,7 @@ def _model_violations(exc: ValidationError) -> list[str]:
 
 
 def read_json_file(path: Path, what: str = "file") -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} {path} is malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return read_json(path, ConfigError, what)
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def apply_command(proposal_path: Path, workdir: Path, *, console: Console | None
     ws = open_workspace(workdir)
     data = read_json_file(Path(proposal_path), "proposal")
     ledger = read_ledger(ws, lambda m: None)
-    base, source = current_base(ws, ledger.mode or "quick", ledger.runs)
+    base, source = current_base(ws, ledger.mode or ws.default_mode(), ledger.runs)
     try:
         validate_override(data, base, sps=ledger.recent_sps)
     except ConfigError as exc:

@@ -1,8 +1,8 @@
 """The read side of the ledger: one call that every reader of a workspace uses.
 
-`read_ledger(ws)` loads every run (tolerantly, see `workspace.load_history`), fills in the loop summary
-of runs that have none (an external trainer's ledger, a damaged file) and answers the questions the
-status table, the report, the analysis and the advisors ask:
+`read_ledger(ws)` loads every run (tolerantly: a damaged file is a warning, never an error), fills in
+the loop summary of runs that have none (an external trainer's ledger, a damaged file) and answers the
+questions the status table, the report, the loop and the analysis (hence the advisors' context) ask:
 
 - `runs`: the history, oldest first; `objective`: the ledger's objective (`sanity.objective_of`);
 - `best`: the trusted best run (`sanity.trusted_best`: the runs/best.json pointer unless suspect, else
