@@ -19,7 +19,7 @@ from typing import Any
 from autopilot.atomic import atomic_copy, atomic_write_json
 from autopilot.config.overrides import diff_configs
 from autopilot.loop.records import LoopSummary, RunRecord
-from autopilot.loop.sanity import sanity_reasons, score_of
+from autopilot.loop.sanity import DEFAULT_OBJECTIVE, sanity_reasons, score_of
 from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, read_json_tolerant
 from autopilot.summary import TrainerSummary, is_finite_number
 
@@ -136,7 +136,7 @@ class BestPointer:
     run_id: str
     score: float
     checkpoint: str  # workspace-relative path of the run's own checkpoint
-    objective: str = "success_rate"
+    objective: str = DEFAULT_OBJECTIVE
 
 
 def read_best(ws: Workspace, warn: Warn | None = None) -> BestPointer | None:
@@ -151,7 +151,7 @@ def read_best(ws: Workspace, warn: Warn | None = None) -> BestPointer | None:
         warn(f"{ws.best_json} lacks a valid run_id/score/checkpoint; it will be rebuilt from the ledger")
         return None
     objective = data.get("objective")
-    ptr = BestPointer(run_id, float(score), ckpt, objective if isinstance(objective, str) else "success_rate")
+    ptr = BestPointer(run_id, float(score), ckpt, objective if isinstance(objective, str) else DEFAULT_OBJECTIVE)
     try:
         run_exists, ckpt_exists = (ws.runs / run_id).is_dir(), ws.resolve(ckpt).is_file()
     except (OSError, ValueError):  # a name the filesystem refuses (too long, NUL byte)

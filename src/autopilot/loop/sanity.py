@@ -127,10 +127,13 @@ def best_of(history: list[RunRecord], objective: str) -> RunRecord | None:
 
 
 # -- the ledger-level decisions every reader shares (one home each) ----------------------------------
+DEFAULT_OBJECTIVE: str = AutopilotConfig.model_fields["objective"].default
+
+
 def objective_of(history: list[RunRecord]) -> str:
     """The ledger's objective: the latest run config's `autopilot.objective`, else the config default."""
     cfg = next((r.config for r in reversed(history) if r.config is not None), None)
-    return cfg.autopilot.objective if cfg is not None else AutopilotConfig.model_fields["objective"].default
+    return cfg.autopilot.objective if cfg is not None else DEFAULT_OBJECTIVE
 
 
 def trusted_best(history: list[RunRecord], objective: str, pointer: RunRecord | str | None = None) -> RunRecord | None:
