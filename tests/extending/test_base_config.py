@@ -163,3 +163,16 @@ def test_a_base_for_another_env_is_refused_with_the_valid_env_names(tmp_path):
     with pytest.raises(ConfigError, match="env_name='no_such_env' is not a registered environment; use one of"):
         _run(tmp_path / "ws", runs=1, config=config)
     assert not (tmp_path / "ws").exists()  # refused before anything was written
+
+
+def test_a_busy_workspace_keeps_its_base_file(tmp_path):
+    from autopilot.errors import WorkspaceError
+    from autopilot.loop.workspace import WorkspaceLock, init_workspace
+
+    ws = init_workspace(tmp_path / "ws", base=dict(CARTPOLE_JSON))
+    before = (ws.configs / "base.json").read_text()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(CARTPOLE_JSON, train={**CARTPOLE_JSON["train"], "learning_rate": 0.003})))
+    with WorkspaceLock(ws, command="another session"), pytest.raises(WorkspaceError, match="is in use by pid"):
+        _run(ws.root, runs=1, config=other)
+    assert (ws.configs / "base.json").read_text() == before  # the running session's base did not change

@@ -77,14 +77,16 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str | None = None, config:
     from autopilot.loop.advisors import get_advisor
 
     get_advisor(advisor)  # an unknown advisor is a one-line error before anything is written
-    ws = init_workspace(workdir, base=base)  # idempotent: keeps every existing file
+    ws = init_workspace(workdir)  # idempotent: keeps every existing file
     mode = CONFIG_MODE if base is not None else (mode or ws.default_mode())
-    # Normalised through JSON so that it compares equal to the copy read back from session.json.
-    signature = json.loads(dumps_json({"mode": mode, "base": profile_digest(ws, mode), "advisor": advisor,
-                                       "runs": runs, "until": until, "budget_minutes": budget_minutes,
-                                       "set": base_overrides or {}}))
     with WorkspaceLock(ws, command=f"autopilot run --runs {runs} --mode {mode}",
                        warn=lambda m: console.print(f"[yellow]! {m}[/]", highlight=False)):
+        if base is not None:  # under the lock: a running session's base must not change under it
+            init_workspace(workdir, base=base)
+        # Normalised through JSON so that it compares equal to the copy read back from session.json.
+        signature = json.loads(dumps_json({"mode": mode, "base": profile_digest(ws, mode), "advisor": advisor,
+                                           "runs": runs, "until": until, "budget_minutes": budget_minutes,
+                                           "set": base_overrides or {}}))
         session = open_session(ws, signature, runs, lambda m, s="": console.print(f"[{s}]{m}[/]" if s else m))
         loop = Loop(ws=ws, console=console, mode=mode, advisor=advisor, base_overrides=base_overrides or {},
                     session=session, until=target, budget_s=budget_minutes * 60 if budget_minutes else None)
