@@ -3,13 +3,14 @@ the config it produces.
 
 A proposal is a flat dict of dotted keys (`Proposal.as_override()`) relative to the *current base*:
 the last run's config (same mode, same base file), else the base file: the profile
-`configs/baseline_<mode>.json`, or `configs/base.json` (`--config`); the
-session's `--set` overrides sit between the two. That base is what the advisors and the guard diff
-against (`AdvisorContext.base_config` is the latest run's config), so accepted changes accumulate run
-after run instead of being re-applied to the profile.
+`configs/baseline_<mode>.json`, or `configs/base.json` (`--config`); the session's `--set` overrides sit
+between the two. That base is what the advisors and the guard diff against (`AdvisorContext.base_config`
+is the latest run's config), so accepted changes accumulate run after run instead of being re-applied to
+the profile.
 
 Validation = whitelist (every key must exist in the config; `autopilot.trainer_command` and
-`autopilot.plugins` may not be proposed: a JSON file must not choose what code runs) + the config model + every invariant.
+`autopilot.plugins` may not be proposed: a JSON file must not choose what code runs) + the config model
++ every invariant.
 """
 
 from __future__ import annotations
