@@ -46,11 +46,15 @@ def import_plugins(names: list[str], *, source: str) -> list[str]:
     for name in names:
         if name in _IMPORTED:
             continue
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"{source}: {name!r} is not a module name (rule: dotted Python identifiers); "
+                              f"e.g. my_envs or my_pkg.envs")
         try:
             module = _import_with_cwd(name)
-        except ImportError as exc:
-            raise ConfigError(f"{source}: cannot import plugin module {name!r} ({exc}); use importable module "
-                              f"names (on PYTHONPATH, installed, or in the current folder)") from None
+        except Exception as exc:  # ImportError, or the module itself failing: either way, named
+            raise ConfigError(f"{source}: cannot import plugin module {name!r} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); use importable module names (on PYTHONPATH, installed, or "
+                              f"in the current folder)") from None
         _IMPORTED[name] = _import_root(module, name)
     return names
 

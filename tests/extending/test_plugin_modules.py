@@ -37,7 +37,9 @@ def test_a_module_beside_the_config_is_imported_and_its_folder_goes_to_the_child
 @pytest.mark.parametrize(
     ("plugins_value", "needle"),
     [(["no_such_plugin_module_xyz"], "autopilot.plugins: cannot import plugin module 'no_such_plugin_module_xyz'"),
-     ("my_envs", "autopilot.plugins='my_envs' is invalid (rule: a list of importable module names)")],
+     ("my_envs", "autopilot.plugins='my_envs' is invalid (rule: a list of importable module names)"),
+     (["my envs"], "autopilot.plugins: 'my envs' is not a module name (rule: dotted Python identifiers)"),
+     (["..x"], "autopilot.plugins: '..x' is not a module name")],
 )
 def test_a_bad_plugins_entry_is_a_config_error(plugins_value, needle):
     data = load_profile("quick").model_dump()

@@ -7,6 +7,7 @@ rule and a valid alternative. Batch sizes are derived (`"auto"`), never guessed:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,8 +45,17 @@ class BatchArithmetic:
         return "×".join(str(f) for f in self.factors) + f" = {self.batch:,}"
 
 
+# Beyond this many segments (4.3 billion) no real batch goes; a number that large comes from a broken or
+# hostile config, which the range check refuses anyway, and must not cost minutes of arithmetic first.
+MAX_SEGMENTS = 2**32
+
+
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0] if n > 0 else []
+    """The divisors of n in ascending order, in O(sqrt n)."""
+    if n <= 0:
+        return []
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def derive_batch(cfg: Config) -> BatchArithmetic:
@@ -62,6 +72,8 @@ def derive_minibatch_size(batch: int, bptt: int, max_minibatch: int) -> int:
     target = min(max_minibatch, batch // 4) if batch // 4 >= bptt else min(max_minibatch, batch)
     best = bptt
     segments = batch // bptt if bptt else 0
+    if segments > MAX_SEGMENTS:
+        return best
     for d in divisors(segments):
         m = d * bptt
         if m <= target:
