@@ -1,4 +1,4 @@
-"""Atomic file writes: write a temp file beside the target, fsync, rename.
+"""Atomic file writes: write a temp file beside the target, fsync, rename; and the one strict JSON reader.
 
 A reader never sees a half-written file, and a crash mid-write leaves the old file intact.
 """
@@ -101,3 +101,21 @@ def append_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def read_json(path: Path, error: type[Exception], what: str = "") -> Any:
+    """The parsed JSON file, or `error` with one line saying what is wrong (missing, unreadable, malformed)."""
+    label = f"{what} {path}" if what else str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{label} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{label} cannot be read: {exc}") from None
+    try:
+        # Python's json reads NaN/Infinity, which external trainers do write; callers that care flag them.
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{label} is malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise error(f"{label} is malformed JSON: nested too deeply") from None

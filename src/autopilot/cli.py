@@ -21,6 +21,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 WorkdirOpt = typer.Option(Path("workspace"), "--workdir", "-w", help="The workspace folder.")
+BaseConfigOpt = typer.Option(None, "--config", "-c", help="The session's base config: a JSON or PufferLib .ini "
+                             "file, for any registered env; kept in the workspace as configs/base.json.")
 SetOpt = typer.Option(None, "--set", help="Override a key: --set train.ent_coef=0.05 (repeatable).")
 
 
@@ -162,21 +164,26 @@ def train(
 
 @app.command()
 @_guarded
-def init(workdir: Path = WorkdirOpt) -> None:
-    """Create a workspace: configs/, proposals/, runs/, models/, journal/."""
+def init(workdir: Path = WorkdirOpt, config: Path | None = BaseConfigOpt) -> None:
+    """Create a workspace: configs/, proposals/, runs/, models/, journal/ (and configs/base.json with --config)."""
+    from autopilot.config import load_config
     from autopilot.loop.workspace import init_workspace
 
-    ws = init_workspace(workdir)
-    console.print(f"workspace ready at {ws.root}")
+    ws = init_workspace(workdir, base=load_config(config).model_dump() if config is not None else None)
+    console.print(f"workspace ready at {ws.root}" + (f"; base config {ws.rel(ws.profile_path('config'))}"
+                                                     if config is not None else ""), highlight=False)
 
 
 @app.command()
 @_guarded
 def run(
     runs: int = typer.Option(3, "--runs", "-n", min=1, help="Training runs to do in this session."),
-    mode: str = typer.Option("quick", "--mode", help="Base profile: quick or full."),
+    config: Path | None = BaseConfigOpt,
+    mode: str | None = typer.Option(None, "--mode", help="Base profile: quick or full (built in), or config (the "
+                                    "workspace's configs/base.json). Default: config when the workspace has one, "
+                                    "else quick."),
     advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config: rules (default), "
-                                "random, llm, command, manual, or an installed plugin's name."),
+                                "constant, random, optuna, llm, command, manual, or an installed plugin's name."),
     workdir: Path = WorkdirOpt,
     until: str | None = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
@@ -197,7 +204,7 @@ def run(
 
     overrides = _overrides(None, set_)
     overrides.update(_advisor_overrides(llm_base_url, llm_model, advisor_command, approval_timeout))
-    code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
+    code = run_loop(workdir, runs=runs, mode=mode, config=config, advisor=advisor, until=until,
                     budget_minutes=budget_minutes, base_overrides=overrides, console=console,
                     parallel=parallel, ray_address=ray_address)
     raise typer.Exit(code)

@@ -10,16 +10,23 @@ A registry knows three sources of names, looked up in this order:
    registered under the entry point's name.
 
 Entry points are read from the installed distributions' metadata, so the loop and the trainer child
-process (`python -m autopilot train`) resolve the same names. `AUTOPILOT_PLUGINS` (comma-separated
-module names) imports a user's own modules in both processes too, for code that is not packaged.
+process (`python -m autopilot train`) resolve the same names. A user's own modules, not packaged, are
+named in the config (`autopilot.plugins = ["my_envs"]`, imported before the config is validated, so it
+can name an env they register) or in `$AUTOPILOT_PLUGINS` (comma-separated). The loop launches the
+trainer child with the environment it has, plus the folders those modules were imported from on
+`PYTHONPATH` (`child_environment`), so the child imports the same code.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
+import sysconfig
+import types
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from autopilot.errors import ConfigError
@@ -28,16 +35,68 @@ T = TypeVar("T")
 PLUGINS_ENV = "AUTOPILOT_PLUGINS"
 
 
+# module name -> the sys.path folder it was imported from (what the trainer child needs on PYTHONPATH)
+_IMPORTED: dict[str, str] = {}
+
+
+def import_plugins(names: list[str], *, source: str) -> list[str]:
+    """Import a user's plugin modules (once each), for their registration side effects. As `python -m`
+    does, the current folder is searched too (after sys.path), so `my_envs.py` beside the config works
+    from the `autopilot` console script. `source` names where the list came from, for the error."""
+    for name in names:
+        if name in _IMPORTED:
+            continue
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"{source}: {name!r} is not a module name (rule: dotted Python identifiers); "
+                              f"e.g. my_envs or my_pkg.envs")
+        try:
+            module = _import_with_cwd(name)
+        except Exception as exc:  # ImportError, or the module itself failing: either way, named
+            raise ConfigError(f"{source}: cannot import plugin module {name!r} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); use importable module names (on PYTHONPATH, installed, or "
+                              f"in the current folder)") from None
+        _IMPORTED[name] = _import_root(module, name)
+    return names
+
+
 def import_user_plugins() -> list[str]:
     """Import the modules named in $AUTOPILOT_PLUGINS (once per process; idempotent)."""
     names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(f"{PLUGINS_ENV}={os.environ[PLUGINS_ENV]!r}: cannot import {name!r} ({exc}); "
-                              f"use importable module names, comma-separated") from None
-    return names
+    return import_plugins(names, source=f"{PLUGINS_ENV}={os.environ.get(PLUGINS_ENV, '')!r}")
+
+
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process that must see this process's plugins: `base` (default
+    os.environ) with the folders of every imported plugin module prepended to PYTHONPATH."""
+    env = dict(os.environ if base is None else base)
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots = [r for r in dict.fromkeys(_IMPORTED.values()) if r and r not in installed]
+    if roots:
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in roots]
+        env["PYTHONPATH"] = os.pathsep.join(roots + rest)
+    return env
+
+
+def _import_with_cwd(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != name.split(".")[0] or cwd in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
+
+
+def _import_root(module: types.ModuleType, name: str) -> str:
+    """The sys.path entry `name` was found under ("" for a module without a file)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return ""
+    path = Path(file).resolve()
+    if path.name == "__init__.py":
+        path = path.parent
+    return str(path.parents[name.count(".")])
 
 
 class Registry(Generic[T]):
@@ -105,6 +164,4 @@ class Registry(Generic[T]):
 
 
 def _is_module(obj: object) -> bool:
-    import types
-
     return isinstance(obj, types.ModuleType)

@@ -7,14 +7,13 @@ belongs is a `SummaryError` naming the key.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from autopilot.atomic import atomic_write_json
+from autopilot.atomic import atomic_write_json, read_json
 from autopilot.errors import AutopilotError
 
 SCHEMA_VERSION = 1
@@ -99,18 +98,7 @@ def parse_summary(data: Any) -> TrainerSummary:
 
 
 def read_summary(path: str | Path) -> TrainerSummary:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SummaryError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SummaryError(f"{path} cannot be read: {exc}") from None
-    try:
-        # Python's json reads NaN/Infinity, which external trainers do write; we must see them to flag them.
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise SummaryError(f"{path} is malformed JSON: {exc}") from None
+    data = read_json(Path(path), SummaryError)
     return parse_summary(data)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from autopilot.config import check_config, config_from_dict, derive_batch, ensure_valid, resolve_config
@@ -95,3 +97,11 @@ def test_auto_minibatch_is_whole_segments_dividing_the_batch():
 
 def test_divisors():
     assert divisors(56) == [1, 2, 4, 7, 8, 14, 28, 56]
+
+
+def test_divisors_of_a_square_and_a_huge_batch_stay_cheap():
+    assert divisors(36) == [1, 2, 3, 4, 6, 9, 12, 18, 36] and divisors(1) == [1] and divisors(0) == []
+    started = time.perf_counter()
+    assert derive_minibatch_size(2**70 * 32, 32, 2**20) == 32  # a fuzzed proposal's batch: refused, not computed
+    assert derive_minibatch_size(2**28 * 3 * 16, 16, 2**20) == 2**20  # a large real one is still derived
+    assert time.perf_counter() - started < 5

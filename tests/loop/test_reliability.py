@@ -217,7 +217,7 @@ def _die_after_spawn(real):
 
 CRASH_POINTS = {
     "creating the run folder": lambda mp: mp.setattr(runner, "write_state", _die_on_prepared_state(runner.write_state)),
-    "before the proposal is removed": lambda mp: mp.setattr(runner, "_consume_proposal", _die),
+    "before the proposal is removed": lambda mp: mp.setattr(runner, "consume_pending", _die),
     "before the launch": lambda mp: mp.setattr(runner.launch, "spawn", _die),
     "while the trainer runs": lambda mp: mp.setattr(runner.launch, "supervise", _die_after_spawn(None)),
     "after summary.json": lambda mp: mp.setattr(runner, "promote", _die),

@@ -7,6 +7,7 @@ rule and a valid alternative. Batch sizes are derived (`"auto"`), never guessed:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,21 +46,17 @@ class BatchArithmetic:
 
 
 MAX_BATCH = 2**40  # far above any real batch; beyond it the ranges check has already failed
+# Beyond this many segments (4.3 billion) no real batch goes; a number that large comes from a broken or
+# hostile config, which the range check refuses anyway, and must not cost minutes of arithmetic first.
+MAX_SEGMENTS = 2**32
 
 
 def divisors(n: int) -> list[int]:
-    """All divisors of n, ascending, in O(√n) (a fuzzed topology can make n ~1e13)."""
+    """The divisors of n in ascending order, in O(sqrt n)."""
     if n <= 0:
         return []
-    small, large = [], []
-    d = 1
-    while d * d <= n:
-        if n % d == 0:
-            small.append(d)
-            if d * d != n:
-                large.append(n // d)
-        d += 1
-    return small + large[::-1]
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def derive_batch(cfg: Config) -> BatchArithmetic:
@@ -76,6 +73,8 @@ def derive_minibatch_size(batch: int, bptt: int, max_minibatch: int) -> int:
     target = min(max_minibatch, batch // 4) if batch // 4 >= bptt else min(max_minibatch, batch)
     best = bptt
     segments = batch // bptt if bptt else 0
+    if segments > MAX_SEGMENTS:
+        return best
     for d in divisors(segments):
         m = d * bptt
         if m <= target:
@@ -191,16 +190,31 @@ def _check_device(cfg: Config) -> Check:
     return Check("device", "fail", f"{dev} not found", [msg])
 
 
-def _check_runtime(cfg: Config, sps: float | None) -> Check:
+def run_budget(cfg: Config, remaining_seconds: float | None = None) -> tuple[float, str]:
+    """(seconds one run may take, where that limit comes from): `autopilot.max_run_seconds`, or the
+    session's remaining seconds when fewer. The one home of the runtime-budget arithmetic, with
+    `steps_that_fit`: the invariant, the guard and the advisors all use these two."""
     budget = cfg.autopilot.max_run_seconds
+    if remaining_seconds is not None and remaining_seconds < budget:
+        return remaining_seconds, f"the session's remaining {remaining_seconds:,.0f}s"
+    return budget, f"autopilot.max_run_seconds={budget:,.0f}"
+
+
+def steps_that_fit(sps: float, budget_s: float, batch: int = 1) -> int:
+    """The largest total_timesteps, in whole batches, that `sps` gets through in `budget_s` seconds."""
+    return int(sps * budget_s) // batch * batch
+
+
+def _check_runtime(cfg: Config, sps: float | None) -> Check:
+    budget, source = run_budget(cfg)
     if not sps or sps <= 0:
         return Check("runtime", "skip", f"no measured SPS yet; budget {budget:,.0f}s")
     est = cfg.train.total_timesteps / sps
     if est <= budget:
         return Check("runtime", "ok", f"est. {cfg.train.total_timesteps:,} / {sps:,.0f} SPS = {est:,.0f}s ≤ {budget:,.0f}s")
-    fit = int(sps * budget)
+    fit = steps_that_fit(sps, budget)
     msg = (f"train.total_timesteps={cfg.train.total_timesteps} needs about {est:,.0f}s at {sps:,.0f} SPS, over "
-           f"autopilot.max_run_seconds={budget:,.0f} (rule: estimated wall time fits the budget); "
+           f"{source} (rule: estimated wall time fits the budget); "
            f"use at most {fit}")
     return Check("runtime", "fail", f"est. {est:,.0f}s > {budget:,.0f}s", [msg])
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autopilot.atomic import atomic_write_json
+from autopilot.atomic import atomic_write_json, read_json
 from autopilot.config.model import Config, trainer_space
 from autopilot.config.overrides import apply_overrides
 from autopilot.envs.registry import get_env_spec, pydantic_violations
 from autopilot.errors import AutopilotError, ConfigError
+from autopilot.plugins import import_plugins
 from autopilot.space import ParamSpec, SearchSpace
 
 PROFILES = ("quick", "full")
@@ -26,6 +27,7 @@ def config_from_dict(data: Any, overrides: dict[str, Any] | None = None) -> Conf
                           f"autopilot; got {type(data).__name__}")
     if overrides:
         data = apply_overrides(data, overrides)
+    _import_config_plugins(data)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -35,6 +37,18 @@ def config_from_dict(data: Any, overrides: dict[str, Any] | None = None) -> Conf
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         # Validators of env param models can see odd types before pydantic does; keep it one line.
         raise ConfigError(f"config is invalid: {exc}") from None
+
+
+def _import_config_plugins(data: dict[str, Any]) -> None:
+    """`autopilot.plugins` registers envs and advisors, so it is imported before `env_name` is checked."""
+    section = data.get("autopilot")
+    names = section.get("plugins") if isinstance(section, dict) else None
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"autopilot.plugins={names!r} is invalid (rule: a list of importable module names); "
+                          f'e.g. ["my_envs"]')
+    import_plugins([n.strip() for n in names], source="autopilot.plugins")
 
 
 def _model_violations(exc: ValidationError) -> list[str]:
@@ -66,16 +80,7 @@ def _model_violations(exc: ValidationError) -> list[str]:
 
 
 def read_json_file(path: Path, what: str = "file") -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} {path} is malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return read_json(path, ConfigError, what)
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:

@@ -113,6 +113,9 @@ class AutopilotConfig(Section):
     # A user's own trainer: argv with {config}, {run_dir}, {resume} placeholders; None = the built-in one.
     trainer_command: list[str] | None = None
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
+    # A user's own modules (not packaged) that register envs/advisors/backends: imported before the config
+    # is validated, in the loop and in the trainer child alike. Packages use entry points instead.
+    plugins: list[str] = Field(default_factory=list)
 
 
 class SweepSpec(Section):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,15 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def unknown_key(key: str, known: Iterable[str], *, listed: Iterable[str] | None = None) -> str:
+    """The one message for a key outside the whitelist: the rule and the nearest valid keys, else the
+    valid keys (`listed`, default `known`) in full. Proposals, the guard and `--set` all use it."""
+    known = sorted(known)
+    near = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+    hint = f"did you mean {', '.join(near)}?" if near else f"valid keys: {', '.join(sorted(listed or known))}"
+    return f"{key} is not a known key (rule: unknown keys are errors); {hint}"
 
 
 def parse_value(text: str) -> Any:

@@ -31,7 +31,7 @@ from autopilot.loop.records import (
     Proposal,
     RunRecord,
 )
-from autopilot.loop.sanity import best_of, is_suspect, record_score
+from autopilot.loop.sanity import best_of, is_suspect, objective_of, record_score, trusted_best
 from autopilot.loop.trends import knob_trends, noise_band
 from autopilot.space import SearchSpace
 
@@ -90,12 +90,12 @@ def analyse_and_propose(
         raise ValueError("analyse_and_propose needs at least one run in the history")
     get_advisor(advisor)  # an unknown name is a ConfigError now, not a silent fallback later
     base = _base_record(history)
-    objective = (base.config.autopilot.objective if base is not None else "success_rate")  # type: ignore[union-attr]
+    objective = objective_of(history)
     # `best` is the runner's pointer (runs/best.json, models/best.pt); None means "derive it from the
     # ledger". A suspect pointer (a glitched score promoted by an older loop) is never compared with
     # nor resumed from; the trusted best of the ledger stands in for comparisons.
     pointer = best if best is not None else best_of(history, objective)
-    trusted = pointer if pointer is not None and not is_suspect(pointer) else best_of(history, objective)
+    trusted = trusted_best(history, objective, pointer)
     noise = noise_band(history, objective, reference=record_score(trusted, objective) if trusted else None)
     findings = diagnose(history, best=trusted, noise=noise, objective=objective)
     if space is None and base is not None:

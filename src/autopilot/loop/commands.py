@@ -13,14 +13,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from autopilot.config import diff_configs, flatten
+from autopilot.config import flatten
 from autopilot.config.load import read_json_file
 from autopilot.errors import ConfigError, WorkspaceError
-from autopilot.loop.ledger import ensure_summaries, read_best
-from autopilot.loop.proposals import current_base, run_mode, stage, validate_override
+from autopilot.loop.history import changed_knobs, read_ledger
+from autopilot.loop.ledger import ensure_summaries
+from autopilot.loop.proposals import current_base, stage, validate_override
 from autopilot.loop.recording import analyse_run
 from autopilot.loop.records import RunRecord
-from autopilot.loop.sanity import best_of
+from autopilot.loop.sanity import best_of, objective_of
 from autopilot.loop.workspace import (
     Workspace,
     WorkspaceLock,
@@ -41,11 +42,6 @@ def _say(console: Console):
     return say
 
 
-def ledger_objective(history: list[RunRecord]) -> str:
-    cfg = next((r.config for r in reversed(history) if r.config is not None), None)
-    return cfg.autopilot.objective if cfg is not None else "success_rate"
-
-
 # --------------------------------------------------------------------------------------------------
 def diagnose_command(run_dir: Path, *, as_json: bool = False, console: Console | None = None) -> list[Any]:
     from autopilot.loop.diagnose import diagnose
@@ -64,7 +60,7 @@ def diagnose_command(run_dir: Path, *, as_json: bool = False, console: Console |
     rec = history[-1]
     if rec.trainer_summary is None and rec.config is None and rec.loop_summary is None:
         raise WorkspaceError(f"{run_dir} holds no config.json, trainer_summary.json or summary.json to diagnose")
-    objective = ledger_objective(history)
+    objective = objective_of(history)
     ensure_summaries(history, objective)
     findings = diagnose(history, best=best_of(history[:-1], objective), objective=objective)
     if as_json:
@@ -114,13 +110,10 @@ def apply_command(proposal_path: Path, workdir: Path, *, console: Console | None
     console = console or Console()
     ws = open_workspace(workdir)
     data = read_json_file(Path(proposal_path), "proposal")
-    history = load_history(ws, lambda m: None, with_curve=False)
-    mode = next((m for r in reversed(history) if (m := run_mode(r))), "quick")
-    base, source = current_base(ws, mode, history)
-    sps = next((float(r.trainer_summary.throughput.sps) for r in reversed(history)
-                if r.trainer_summary is not None and r.trainer_summary.throughput.sps), None)
+    ledger = read_ledger(ws, lambda m: None)
+    base, source = current_base(ws, ledger.mode or ws.default_mode(), ledger.runs)
     try:
-        validate_override(data, base, sps=sps)
+        validate_override(data, base, sps=ledger.recent_sps)
     except ConfigError as exc:
         raise ConfigError(f"proposal {proposal_path} rejected (nothing staged): {exc}") from None
     flat = flatten(data)
@@ -139,11 +132,9 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
     console = console or Console()
     ws = open_workspace(workdir, create_missing_dirs=False)
     warnings: list[str] = []
-    history = load_history(ws, warnings.append, with_curve=False)
-    objective = ledger_objective(history)
-    ensure_summaries(history, objective)
-    best = read_best(ws, warnings.append)
-    best_id = best.run_id if best else getattr(best_of(history, objective), "run_id", None)
+    ledger = read_ledger(ws, warnings.append)
+    history, objective = ledger.runs, ledger.objective
+    best_id = getattr(ledger.best, "run_id", None)
     table = Table(title=f"{ws.root} — {len(history)} run(s)")
     for col, kw in (("#", {"justify": "right"}), ("run", {}), ("status", {}), ("changed vs previous", {"overflow": "fold"}),
                     (objective, {"justify": "right"}), ("best", {"justify": "center"})):
@@ -151,8 +142,7 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
     prev = None
     for i, rec in enumerate(history, 1):
         s = rec.loop_summary
-        phase = read_state(rec.run_dir).get("phase")
-        status = rec.status if phase in (None, "done") else f"{phase}…"
+        status = ledger.shown_status(rec)
         if s is not None and s.suspect:
             status += " (suspect)"
         style = "red" if ("suspect" in status or rec.status in ("crashed", "diverged", "failed")) else (
@@ -174,12 +164,3 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
         console.print(f"[yellow]! {w}[/]", highlight=False)
     return history
 
-
-def changed_knobs(prev: RunRecord | None, rec: RunRecord) -> str:
-    if prev is None:
-        return "(first run)"
-    if not prev.raw_config or not rec.raw_config:
-        return "?"
-    ch = [c for c in diff_configs(prev.raw_config, rec.raw_config) if not c.key.startswith("autopilot.resume")]
-    shown = "; ".join(str(c) for c in ch[:3]) + (f" (+{len(ch) - 3})" if len(ch) > 3 else "")
-    return shown or "—"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from autopilot.config.invariants import resolve_config
 from autopilot.config.model import Config
 from autopilot.loop.records import Finding, Move, NoiseBand, RunRecord
-from autopilot.loop.sanity import record_score, suspect_reasons, trusted_score
+from autopilot.loop.sanity import objective_of, record_score, suspect_reasons, trusted_score
 from autopilot.loop.trends import SEED_KEY, material_diff, noise_band
 from autopilot.space import fmt_num
 from autopilot.summary import TrainerSummary
@@ -392,7 +392,7 @@ def diagnose(history: list[RunRecord], *, best: RunRecord | None = None, noise: 
         return []
     rec = history[-1]
     t = thresholds
-    objective = objective or (rec.config.autopilot.objective if rec.config else "success_rate")
+    objective = objective or objective_of(history)
     if noise is None:
         ref = record_score(best, objective) if best is not None else None
         noise = noise_band(history, objective, reference=ref)

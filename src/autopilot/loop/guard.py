@@ -11,16 +11,22 @@ notes' Checks section.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopilot.config.invariants import Check, check_config, derive_batch, resolve_config
+from autopilot.config.invariants import (
+    Check,
+    check_config,
+    derive_batch,
+    resolve_config,
+    run_budget,
+    steps_that_fit,
+)
 from autopilot.config.load import config_from_dict, config_space
 from autopilot.config.model import Config
-from autopilot.config.overrides import apply_overrides, flatten
+from autopilot.config.overrides import apply_overrides, flatten, unknown_key
 from autopilot.errors import ConfigError
 from autopilot.loop.records import GuardVerdict, Proposal, RunRecord
 from autopilot.loop.sanity import suspect_reasons
@@ -130,9 +136,7 @@ def _normalise(w: _Work, base_flat: dict[str, Any], space: SearchSpace) -> None:
             continue
         spec = space.get(key)
         if key not in base_flat and spec is None:
-            close = difflib.get_close_matches(key, tunable, n=3)
-            bad.append(f"{key}={fmt_num(value)}: {key} is not a known key (rule: unknown keys are rejected); "
-                       + (f"did you mean {', '.join(close)}?" if close else f"tunable keys: {', '.join(tunable)}"))
+            bad.append(f"{key}={fmt_num(value)}: {unknown_key(key, [*base_flat, *space], listed=tunable)}")
             continue
         if key == SEED_KEY or key == BUDGET_KEY:
             pass  # seed (repeats) and total_timesteps (budget-checked below) are allowed
@@ -221,15 +225,12 @@ def _budget(w: _Work, cfg: Config, sps: float | None, remaining_seconds: float |
     """Shrink total_timesteps to what fits min(max_run_seconds, remaining session seconds) at `sps`."""
     if not sps or sps <= 0:
         return cfg
-    budget = cfg.autopilot.max_run_seconds
-    source = f"autopilot.max_run_seconds={budget:,.0f}"
-    if remaining_seconds is not None and remaining_seconds < budget:
-        budget, source = remaining_seconds, f"the session's remaining {remaining_seconds:,.0f}s"
+    budget, source = run_budget(cfg, remaining_seconds)
     tt = cfg.train.total_timesteps
     if tt / sps <= budget:
         return cfg
     batch = derive_batch(cfg).batch
-    fit = int(sps * budget) // batch * batch
+    fit = steps_that_fit(sps, budget, batch)
     if fit < batch:
         w.reasons.append(f"train.total_timesteps: even one batch of {batch:,} needs {batch / sps:,.0f}s at "
                          f"{sps:,.0f} SPS, over {source} (rule: estimated wall time fits the budget); "

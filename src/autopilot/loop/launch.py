@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from autopilot.plugins import child_environment
+
 Reason = Literal["exited", "stalled", "timeout", "stopped"]
 POLL_S = 0.1
 
@@ -75,7 +77,8 @@ def spawn(argv: list[str], run_dir: Path, *, attempt: int, cwd: Path) -> subproc
         header = f"=== autopilot: attempt {attempt}: {' '.join(argv)}\n"
         log.write(header.encode())
         log.flush()
-        env = dict(os.environ, AUTOPILOT_LOG_CAPTURED="1", PYTHONUNBUFFERED="1")
+        # The child sees the loop's plugins: entry points resolve anywhere; user modules need their folders.
+        env = dict(child_environment(), AUTOPILOT_LOG_CAPTURED="1", PYTHONUNBUFFERED="1")
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
                                 env=env, start_new_session=True, preexec_fn=_child_setup(os.getpid()))
 

@@ -1,7 +1,7 @@
-"""The ledger's derived files: each run's `summary.json`, and the pointers `runs/best.json`,
+"""The ledger's derived files (their one writer): each run's `summary.json`, and the pointers `runs/best.json`,
 `models/best.pt`, `models/latest.pt` (+ `models/latest.json`, which run it came from).
 
-Rules (DESIGN, "trainer_summary.json" and "The loop"):
+Rules (the README's "Driving your own trainer" and "The workspace"):
 - a run whose metrics break their own definitions is suspect: never best, never latest;
 - a diverged run is never promoted (the next run rolls back to best);
 - a checkpoint is promoted only if it loads (`torch.load` gives a dict);
@@ -19,7 +19,7 @@ from typing import Any
 from autopilot.atomic import atomic_copy, atomic_write_json
 from autopilot.config.overrides import diff_configs
 from autopilot.loop.records import LoopSummary, RunRecord
-from autopilot.loop.sanity import sanity_reasons, score_of
+from autopilot.loop.sanity import DEFAULT_OBJECTIVE, sanity_reasons, score_of
 from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, read_json_tolerant
 from autopilot.summary import TrainerSummary, is_finite_number
 
@@ -111,6 +111,11 @@ def metric_deltas(ts: TrainerSummary | None, other: TrainerSummary | None, objec
     return out
 
 
+def write_loop_summary(run_dir: Path, summary: LoopSummary) -> Path:
+    """The one writer of runs/<id>/summary.json (collect writes it, the analysis adds the finding codes)."""
+    return atomic_write_json(run_dir / "summary.json", summary.model_dump(mode="json"))
+
+
 def summary_in_memory(rec: RunRecord, history: list[RunRecord], objective: str) -> LoopSummary:
     """A loop summary for a run that has none (an external trainer's ledger, or a damaged file)."""
     idx = next((i for i, r in enumerate(history) if r.run_id == rec.run_id), len(history))
@@ -131,7 +136,7 @@ class BestPointer:
     run_id: str
     score: float
     checkpoint: str  # workspace-relative path of the run's own checkpoint
-    objective: str = "success_rate"
+    objective: str = DEFAULT_OBJECTIVE
 
 
 def read_best(ws: Workspace, warn: Warn | None = None) -> BestPointer | None:
@@ -146,7 +151,7 @@ def read_best(ws: Workspace, warn: Warn | None = None) -> BestPointer | None:
         warn(f"{ws.best_json} lacks a valid run_id/score/checkpoint; it will be rebuilt from the ledger")
         return None
     objective = data.get("objective")
-    ptr = BestPointer(run_id, float(score), ckpt, objective if isinstance(objective, str) else "success_rate")
+    ptr = BestPointer(run_id, float(score), ckpt, objective if isinstance(objective, str) else DEFAULT_OBJECTIVE)
     try:
         run_exists, ckpt_exists = (ws.runs / run_id).is_dir(), ws.resolve(ckpt).is_file()
     except (OSError, ValueError):  # a name the filesystem refuses (too long, NUL byte)

@@ -1,18 +1,21 @@
-"""The pending proposal (`proposals/next_config.json`) and the config it produces.
+"""The pending proposal (`proposals/next_config.json`: this module is its one writer and remover) and
+the config it produces.
 
 A proposal is a flat dict of dotted keys (`Proposal.as_override()`) relative to the *current base*:
-the last run's config (same mode), else the workspace profile `configs/baseline_<mode>.json`; the
-session's `--set` overrides sit between the two. That base is what the advisors and the guard diff
-against (`AdvisorContext.base_config` is the latest run's config), so accepted changes accumulate run
-after run instead of being re-applied to the profile.
+the last run's config (same mode, same base file), else the base file: the profile
+`configs/baseline_<mode>.json`, or `configs/base.json` (`--config`); the session's `--set` overrides sit
+between the two. That base is what the advisors and the guard diff against (`AdvisorContext.base_config`
+is the latest run's config), so accepted changes accumulate run after run instead of being re-applied to
+the profile.
 
-Validation = whitelist (every key must exist in the config; `autopilot.trainer_command` may not be
-proposed: a JSON file must not choose what program runs) + the config model + every invariant.
+Validation = whitelist (every key must exist in the config; `autopilot.trainer_command` and
+`autopilot.plugins` may not be proposed: a JSON file must not choose what code runs) + the config model
++ every invariant.
 """
 
 from __future__ import annotations
 
-import difflib
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,21 @@ from autopilot.atomic import atomic_write_json
 from autopilot.config import Config, check_config, config_from_dict, derive_batch, flatten, resolve_config
 from autopilot.config.invariants import derive_minibatch_size
 from autopilot.config.load import config_space, read_json_file
+from autopilot.config.overrides import unknown_key
 from autopilot.errors import AutopilotError, ConfigError
+from autopilot.loop.history import run_base_digest, run_mode
 from autopilot.loop.records import RunRecord
-from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, stamp
+from autopilot.loop.workspace import (
+    CONFIG_MODE,
+    Warn,
+    Workspace,
+    _log_warn,
+    iso_now,
+    read_json_tolerant,
+    stamp,
+)
 
-FORBIDDEN_KEYS = ("autopilot.trainer_command",)
+FORBIDDEN_KEYS = ("autopilot.trainer_command", "autopilot.plugins")
 FORBIDDEN_PREFIXES = ("autopilot.advisor.",)  # which program or server advises is not a proposal's to choose
 
 
@@ -48,29 +61,35 @@ def unresolve(cfg: Config) -> Config:
 def load_profile_file(ws: Workspace, mode: str) -> dict[str, Any]:
     path = ws.profile_path(mode)
     if not path.exists():
-        raise ConfigError(f"profile {ws.rel(path)} does not exist; run `autopilot init --workdir {ws.root}` to write it")
+        how = ("`autopilot init --config PATH` (or `autopilot run --config PATH`)" if mode == CONFIG_MODE
+               else f"`autopilot init --workdir {ws.root}`")
+        raise ConfigError(f"base config {ws.rel(path)} does not exist; run {how} to write it")
     data = read_json_file(path, "profile")
     if not isinstance(data, dict):
         raise ConfigError(f"profile {ws.rel(path)} must be a JSON object; fix it or delete it and run `autopilot init`")
     return data
 
 
-def run_mode(rec: RunRecord) -> str | None:
-    if rec.loop_summary is not None:
-        mode = (rec.loop_summary.model_extra or {}).get("mode")
-        if isinstance(mode, str):
-            return mode
-    return None
+def profile_digest(ws: Workspace, mode: str) -> str | None:
+    """A fingerprint of the base file of `mode` (None when it is missing or unreadable): a run records
+    it, so a session continues from the last run only while the base it started from is unchanged."""
+    try:
+        data = load_profile_file(ws, mode)
+    except ConfigError:
+        return None
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def current_base(ws: Workspace, mode: str, history: list[RunRecord],
                  base_overrides: dict[str, Any] | None = None) -> tuple[Config, str]:
-    """(base config, where it came from): the last valid run config of this mode, else the profile."""
+    """(base config, where it came from): the last valid run config of this mode and base file, else
+    the base file itself (a profile, or configs/base.json)."""
+    digest = profile_digest(ws, mode)
     for rec in reversed(history):
         if rec.config is None:
             continue
-        if run_mode(rec) not in (None, mode):
-            break  # the mode changed: start from the other profile
+        if run_mode(rec) not in (None, mode) or run_base_digest(rec) not in (None, digest):
+            break  # the mode or the base file changed: start from the base file
         try:
             return config_from_dict(unresolve(rec.config).model_dump(), base_overrides), f"run {rec.run_id}"
         except ConfigError as exc:
@@ -95,9 +114,7 @@ def validate_override(override: Any, base: Config, *, sps: float | None = None) 
             problems.append(f"{key} may not be set by a proposal (rule: a proposal tunes the training, not which "
                             f"program runs); set it in the profile or with --set")
         elif key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
-            hint = f"; did you mean {near[0]}" if near else ""
-            problems.append(f"{key} is not a known key (rule: unknown keys are errors){hint}")
+            problems.append(unknown_key(key, known))
     if problems:
         raise ConfigError(problems)
     cfg = config_from_dict(unresolve(base).model_dump(), flat)
@@ -172,3 +189,19 @@ def take_pending(ws: Workspace, base: Config, *, sps: float | None, warn: Warn |
 
 def stage(ws: Workspace, override: dict[str, Any]) -> Path:
     return atomic_write_json(ws.next_config, override)
+
+
+def consume_pending(ws: Workspace, override: dict[str, Any], *, warn: Warn | None) -> bool:
+    """Remove the staged proposal once a run folder holds it (its override.json), and only if it is still
+    the one that was read: a person may have staged another meanwhile, which stays for the next run.
+    True when it was removed."""
+    pending = read_json_tolerant(ws.next_config, lambda m: None)
+    try:
+        same = isinstance(pending, dict) and flatten(pending) == override
+    except (ValueError, TypeError, RecursionError):
+        same = False
+    if same:
+        ws.next_config.unlink(missing_ok=True)
+    elif warn is not None and ws.next_config.exists():
+        warn(f"{ws.rel(ws.next_config)} changed while this run was prepared; kept for the next run")
+    return same

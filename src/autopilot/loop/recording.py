@@ -18,18 +18,17 @@ from typing import Any
 
 from rich.markup import escape
 
-from autopilot.atomic import append_text, atomic_write_json, atomic_write_text
+from autopilot.atomic import append_text, atomic_write_text
 from autopilot.loop import analysis
-from autopilot.loop.ledger import ensure_summaries, pinned_baseline, read_best
+from autopilot.loop.history import read_ledger
+from autopilot.loop.ledger import write_loop_summary
 from autopilot.loop.proposals import record_rejection, stage
 from autopilot.loop.records import RunRecord
-from autopilot.loop.sanity import best_of
 from autopilot.loop.workspace import (
     LABBOOK_HEADER,
     Warn,
     Workspace,
     list_run_dirs,
-    load_history,
     read_json_tolerant,
     read_state,
 )
@@ -53,19 +52,16 @@ def repro_command(ws: Workspace, rec: RunRecord) -> str:
 def analyse_run(ws: Workspace, run_dir: Path, *, advisor: str, say: Say, warn: Warn,
                 remaining_runs: int | None = None, remaining_seconds: float | None = None,
                 keep_pending: bool = False) -> Any:
-    """Diagnose/advise/guard/notes for `run_dir` (the last run of `history`) and write the records.
+    """Diagnose/advise/guard/notes for `run_dir`, judged against the ledger's runs up to it, and write the
+    records.
 
     `keep_pending` (the loop): a proposal found staged now was put there during the run, by a person
     (`autopilot apply` or an editor) or by this same analysis before a crash; it is kept, not replaced.
     """
-    history = load_history(ws, warn, upto=run_dir.name)
+    ledger = read_ledger(ws, warn, upto=run_dir.name, with_curve=True)
+    history = ledger.runs
     rec = history[-1]
-    objective = rec.config.autopilot.objective if rec.config else "success_rate"
-    ensure_summaries(history, objective)  # external ledgers and damaged summaries: computed in memory
-    ptr = read_best(ws, lambda m: None)
-    best = next((r for r in history if ptr and r.run_id == ptr.run_id), None) or best_of(history, objective)
-    base_id = pinned_baseline(ws, warn)
-    baseline = next((r for r in history if r.run_id == base_id), None)
+    best, baseline = ledger.pointer_run or ledger.best, ledger.pinned_run
     sps = rec.trainer_summary.throughput.sps if rec.trainer_summary is not None else None
     decision = None
     try:
@@ -89,7 +85,7 @@ def analyse_run(ws: Workspace, run_dir: Path, *, advisor: str, say: Say, warn: W
     findings = [f.code for f in decision.findings] if decision is not None else []
     if (run_dir / "summary.json").exists() and rec.loop_summary is not None:
         rec.loop_summary.findings = findings
-        atomic_write_json(run_dir / "summary.json", rec.loop_summary.model_dump(mode="json"))
+        write_loop_summary(run_dir, rec.loop_summary)
     is_latest = list_run_dirs(ws)[-1].name == rec.run_id
     if decision is not None:
         for name, verdict in decision.rejected:

@@ -26,12 +26,11 @@ from autopilot.atomic import atomic_write_bytes, atomic_write_text
 from autopilot.config import config_space, flatten
 from autopilot.config.model import trainer_space
 from autopilot.errors import AutopilotError, WorkspaceError
-from autopilot.loop.commands import changed_knobs, ledger_objective
-from autopilot.loop.ledger import ensure_summaries, read_best
+from autopilot.loop.history import changed_knobs, read_ledger
 from autopilot.loop.records import NoiseBand, RunRecord
-from autopilot.loop.sanity import best_of, record_score, suspect_reasons
+from autopilot.loop.sanity import record_score, suspect_reasons
 from autopilot.loop.trends import noise_band
-from autopilot.loop.workspace import iso_now, load_history, open_workspace, read_state
+from autopilot.loop.workspace import iso_now, open_workspace
 from autopilot.space import SearchSpace, fmt_num
 
 PLOT_FILES = ("curves.png", "trainer_stats.png", "scores.png", "knobs.png")
@@ -61,7 +60,7 @@ class RunView:
 
 
 @dataclass
-class Ledger:
+class ReportData:
     views: list[RunView]
     objective: str
     best: RunView | None
@@ -71,22 +70,18 @@ class Ledger:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _read_ledger(workdir: Path) -> tuple[Path, Ledger]:
+def _read_ledger(workdir: Path) -> tuple[Path, ReportData]:
     ws = open_workspace(workdir, create_missing_dirs=False)
     warnings: list[str] = []
-    history = load_history(ws, warnings.append)
-    objective = ledger_objective(history)
-    ensure_summaries(history, objective)
+    ledger = read_ledger(ws, warnings.append, with_curve=True)
+    history, objective = ledger.runs, ledger.objective
     views, prev = [], None
     for i, rec in enumerate(history, 1):
-        phase = read_state(rec.run_dir).get("phase")  # as `autopilot status` shows a run still in flight
-        status = rec.status if phase in (None, "done") else f"{phase}…"
-        views.append(RunView(i, rec, changed_knobs(prev, rec), status, record_score(rec, objective), suspect_reasons(rec)))
+        views.append(RunView(i, rec, changed_knobs(prev, rec), ledger.shown_status(rec), record_score(rec, objective),
+                             suspect_reasons(rec)))
         prev = rec
     _assign_colors(views)
-    pointer = read_best(ws, warnings.append) if history else None
-    best_id = pointer.run_id if pointer else getattr(best_of(history, objective), "run_id", None)
-    best = next((v for v in views if v.rec.run_id == best_id), None)
+    best = next((v for v in views if ledger.best is not None and v.rec.run_id == ledger.best.run_id), None)
     band = noise_band(history, objective, reference=best.score if best else None) if history else None
     latest_cfg = next((r.config for r in reversed(history) if r.config is not None), None)
     space: SearchSpace = trainer_space()
@@ -95,7 +90,7 @@ def _read_ledger(workdir: Path) -> tuple[Path, Ledger]:
             space = config_space(latest_cfg)
         except AutopilotError as exc:
             warnings.append(f"search space unavailable ({exc}); knob scales default to the trainer's")
-    return ws.root, Ledger(views, objective, best, band, space, warnings)
+    return ws.root, ReportData(views, objective, best, band, space, warnings)
 
 
 def _assign_colors(views: list[RunView]) -> None:
@@ -182,17 +177,17 @@ def _curve_panels(views: list[RunView], keys: list[tuple[str, str]], width: floa
     return fig
 
 
-def plot_curves(ledger: Ledger) -> bytes:
+def plot_curves(ledger: ReportData) -> bytes:
     obj = ledger.objective
     keys = [(obj, f"{obj} (objective)")] + ([("mean_reward", "mean_reward")] if obj != "mean_reward" else [])
     return _png(_curve_panels(ledger.views, keys, 12.0))
 
 
-def plot_trainer_stats(ledger: Ledger) -> bytes:
+def plot_trainer_stats(ledger: ReportData) -> bytes:
     return _png(_curve_panels(ledger.views, [(k, k) for k in TRAINER_STATS], 13.0))
 
 
-def plot_scores(ledger: Ledger) -> bytes:
+def plot_scores(ledger: ReportData) -> bytes:
     """Horizontal bars in ledger order (top = first run); suspect grey and hatched; best starred."""
     from matplotlib.patches import Patch
 
@@ -239,7 +234,7 @@ def plot_scores(ledger: Ledger) -> bytes:
     return _png(fig)
 
 
-def varied_knobs(ledger: Ledger) -> list[tuple[str, list[tuple[RunView, Any]]]]:
+def varied_knobs(ledger: ReportData) -> list[tuple[str, list[tuple[RunView, Any]]]]:
     """Tunable knobs whose value differs among trusted, scored runs: [(key, [(run, value)])]."""
     points = [(v, flatten(v.rec.config.model_dump())) for v in ledger.views
               if v.rec.config is not None and v.score is not None and not v.suspect]
@@ -253,7 +248,7 @@ def varied_knobs(ledger: Ledger) -> list[tuple[str, list[tuple[RunView, Any]]]]:
     return out
 
 
-def plot_knobs(ledger: Ledger, knobs: list[tuple[str, list[tuple[RunView, Any]]]]) -> bytes:
+def plot_knobs(ledger: ReportData, knobs: list[tuple[str, list[tuple[RunView, Any]]]]) -> bytes:
     cols = min(3, len(knobs))
     rows = math.ceil(len(knobs) / cols)
     fig = _figure(4.3 * cols, 3.3 * rows)
@@ -328,7 +323,7 @@ def _notes_cell(v: RunView, out_dir: Path) -> str:
     return f'<a href="{_e(href)}">notes.md</a><br>{_e(_first_line(notes))}'
 
 
-def _row(v: RunView, ledger: Ledger, out_dir: Path) -> str:
+def _row(v: RunView, ledger: ReportData, out_dir: Path) -> str:
     s = v.rec.loop_summary
     is_best = ledger.best is not None and v is ledger.best
     tags = ('<span class="tag suspect-tag">suspect</span>' if v.suspect else "") + (
@@ -343,7 +338,7 @@ def _row(v: RunView, ledger: Ledger, out_dir: Path) -> str:
     return f'<tr class="{cls}">' + "".join(cells) + "</tr>"
 
 
-def render_html(root: Path, ledger: Ledger, figures: list[tuple[str, str, str]], out_dir: Path) -> str:
+def render_html(root: Path, ledger: ReportData, figures: list[tuple[str, str, str]], out_dir: Path) -> str:
     """The page; `figures` = [(file, heading, caption)] for the PNGs written beside it."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>autopilot report — {_e(root.name)}</title><style>{CSS}</style></head><body>",
@@ -375,7 +370,7 @@ def render_html(root: Path, ledger: Ledger, figures: list[tuple[str, str, str]],
 
 
 # -- entry point ----------------------------------------------------------------------------------
-def _figure_specs(ledger: Ledger) -> list[tuple[str, str, str, Callable[[], bytes]]]:
+def _figure_specs(ledger: ReportData) -> list[tuple[str, str, str, Callable[[], bytes]]]:
     views, obj = ledger.views, ledger.objective
     if not views:
         return []

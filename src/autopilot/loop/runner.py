@@ -18,7 +18,6 @@ so a rerun of the same command does exactly the runs still missing.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import threading
@@ -30,18 +29,19 @@ from typing import Any
 from rich.console import Console
 
 from autopilot.atomic import atomic_write_json, dumps_json
-from autopilot.config import ensure_valid, flatten
+from autopilot.config import ensure_valid, load_config
 from autopilot.errors import ConfigError
 from autopilot.loop import launch
+from autopilot.loop.history import recent_sps
 from autopilot.loop.ledger import check_pointers, promote, read_best
-from autopilot.loop.proposals import current_base, take_pending
+from autopilot.loop.proposals import consume_pending, current_base, profile_digest, take_pending
 from autopilot.loop.recording import analyse_run
-from autopilot.loop.records import RunRecord
 from autopilot.loop.session import Loop, open_session, parse_until
-from autopilot.loop.training import collect, train_run
+from autopilot.loop.training import record_outcome, train_run
 from autopilot.loop.workspace import (
+    CONFIG_MODE,
+    MODES,
     STAGING_SUFFIX,
-    Workspace,
     WorkspaceLock,
     init_workspace,
     iso_now,
@@ -58,15 +58,22 @@ PLATEAU_RUNS = 3  # stop after this many consecutive runs of the session diagnos
 
 
 # --------------------------------------------------------------------------------------------------
-def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: str = "rules",
-             until: str | None = None, budget_minutes: float | None = None,
+def run_loop(workdir: str | Path, *, runs: int, mode: str | None = None, config: str | Path | None = None,
+             advisor: str = "rules", until: str | None = None, budget_minutes: float | None = None,
              base_overrides: dict[str, Any] | None = None, console: Console | None = None,
              parallel: int = 1, ray_address: str | None = None) -> int:
     """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM).
+
+    The session's base: `config` (a JSON or PufferLib .ini file, for any registered env; kept in the
+    workspace as configs/base.json), else the profile `mode` (`quick`, `full`, or `config` for the
+    workspace's configs/base.json); neither: configs/base.json when the workspace has one, else quick.
     `parallel` > 1 trains generations of that many candidates at once on Ray (`autopilot.loop.parallel`)."""
     console = console or Console()
-    if mode not in ("quick", "full"):
-        raise ConfigError(f"--mode {mode!r} is not a profile; use quick or full")
+    if config is not None and mode not in (None, CONFIG_MODE):
+        raise ConfigError(f"--config {config} and --mode {mode} both choose the base config; use one of them")
+    if mode is not None and mode not in (*MODES, CONFIG_MODE):
+        raise ConfigError(f"--mode {mode!r} is not a base; use {', '.join(MODES)} or {CONFIG_MODE} "
+                          f"(the workspace's configs/base.json, from --config)")
     if parallel < 1:
         raise ConfigError(f"--parallel {parallel} is not a number of candidates (rule: at least 1); use 1 for "
                           f"one run at a time, or e.g. --parallel 2")
@@ -74,16 +81,21 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: st
         raise ConfigError(f"--ray-address {ray_address} needs --parallel K with K >= 2 (rule: a single run at a time "
                           f"trains in this process); add e.g. --parallel 2")
     target = parse_until(until)
+    base = load_config(config).model_dump() if config is not None else None  # plugins it names are imported
     from autopilot.loop.advisors import get_advisor
 
     get_advisor(advisor)  # an unknown advisor is a one-line error before anything is written
     ws = init_workspace(workdir)  # idempotent: keeps every existing file
-    # Normalised through JSON so that it compares equal to the copy read back from session.json.
-    signature = json.loads(dumps_json({"mode": mode, "advisor": advisor, "runs": runs, "until": until,
-                                       "budget_minutes": budget_minutes, "set": base_overrides or {},
-                                       **({"parallel": parallel} if parallel > 1 else {})}))
+    mode = CONFIG_MODE if base is not None else (mode or ws.default_mode())
     with WorkspaceLock(ws, command=f"autopilot run --runs {runs} --mode {mode}",
                        warn=lambda m: console.print(f"[yellow]! {m}[/]", highlight=False)):
+        if base is not None:  # under the lock: a running session's base must not change under it
+            init_workspace(workdir, base=base)
+        # Normalised through JSON so that it compares equal to the copy read back from session.json.
+        signature = json.loads(dumps_json({"mode": mode, "base": profile_digest(ws, mode), "advisor": advisor,
+                                           "runs": runs, "until": until, "budget_minutes": budget_minutes,
+                                           "set": base_overrides or {},
+                                           **({"parallel": parallel} if parallel > 1 else {})}))
         session = open_session(ws, signature, runs, lambda m, s="": console.print(f"[{s}]{m}[/]" if s else m))
         _advisor_usage().tokens = session.advisor_tokens  # the llm token budget is per session, not per process
         loop = Loop(ws=ws, console=console, mode=mode, advisor=advisor, base_overrides=base_overrides or {},
@@ -201,15 +213,15 @@ def _recover(loop: Loop) -> None:
             continue  # launched by the main loop as this session's next run
         loop.say(f"recovering run {d.name} (left in phase `{phase}`)", "yellow")
         if phase == "prepared":
-            collect(loop, d, status="interrupted", error="never launched: the loop stopped before starting it",
-                     result=None, attempts=0)
+            record_outcome(loop, d, status="interrupted", result=None, attempts=0,
+                           error="never launched: the loop stopped before starting it")
         elif phase == "training":
             pid, ctime = st.get("pid"), st.get("pid_create_time")
             if isinstance(pid, int):
                 outcome = launch.stop_orphan(pid, ctime, launch.grace_seconds(_max_run_s(d)))
                 loop.warn(f"trainer pid {pid} of run {d.name}: {outcome}")
-            collect(loop, d, status=None, error="recovered: the loop stopped while the trainer was running", result=None,
-                     attempts=int(st.get("attempt", 1)), default_status="interrupted")
+            record_outcome(loop, d, status=None, error="recovered: the loop stopped while the trainer was running",
+                           result=None, attempts=int(st.get("attempt", 1)), default_status="interrupted")
         _advance(loop, d)
 
 
@@ -224,8 +236,7 @@ def _max_run_s(run_dir: Path) -> float:
 def _consume_if_pending(loop: Loop, run_dir: Path) -> None:
     """Finish the 'remove the consumed proposal' step if the loop died right before it."""
     override = read_json_tolerant(run_dir / "override.json", loop.warn)
-    if override and _pending_is(loop.ws, override):
-        loop.ws.next_config.unlink(missing_ok=True)
+    if override and consume_pending(loop.ws, override, warn=None):
         loop.warn(f"the staged proposal was already used by run {run_dir.name}; removed it from proposals/")
 
 
@@ -245,7 +256,7 @@ def _prepare(loop: Loop) -> Path | None:
     # carry the config forward, so re-applying --set each time would silently undo them.
     first_of_session = not list(loop.session_runs())
     base, source = current_base(ws, loop.mode, history, loop.base_overrides if first_of_session else None)
-    sps = _recent_sps(history)
+    sps = recent_sps(history)
     cfg, override = take_pending(ws, base, sps=sps, warn=loop.warn)
     if cfg is None:
         try:
@@ -253,7 +264,7 @@ def _prepare(loop: Loop) -> Path | None:
         except ConfigError as exc:
             if not source.startswith("run "):
                 raise ConfigError(f"{source}: {exc}") from None
-            loop.warn(f"the last run's config no longer validates ({str(exc)[:120]}); using the profile")
+            loop.warn(f"the last run's config no longer validates ({str(exc)[:120]}); using the base file")
             base, source = current_base(ws, loop.mode, [], loop.base_overrides)
             cfg = ensure_valid(base)
     if loop.stop.requested:
@@ -263,40 +274,15 @@ def _prepare(loop: Loop) -> Path | None:
     staging.mkdir(parents=True)
     atomic_write_json(staging / "config.json", cfg.model_dump())
     atomic_write_json(staging / "override.json", override)
-    write_state(staging, phase="prepared", session=loop.session.id, mode=loop.mode, base=source, attempt=0,
-                created_at=iso_now())
+    write_state(staging, phase="prepared", session=loop.session.id, mode=loop.mode, base=source,
+                base_digest=profile_digest(ws, loop.mode), attempt=0, created_at=iso_now())
     run_dir = ws.runs / run_id
     staging.rename(run_dir)
     if override:
-        _consume_proposal(loop, override)
+        consume_pending(ws, override, warn=loop.warn)
     what = f"{source} + proposal ({len(override)} keys)" if override else f"{source} (no proposal)"
     loop.say(f"  run {run_id}: config from {what}")
     return run_dir
-
-
-def _consume_proposal(loop: Loop, override: dict[str, Any]) -> None:
-    """Only now that runs/<id>/override.json holds the proposal may the pending copy go, and only if
-    it is still the one that was read (a person may have staged another meanwhile: that one stays)."""
-    if _pending_is(loop.ws, override):
-        loop.ws.next_config.unlink(missing_ok=True)
-    elif loop.ws.next_config.exists():
-        loop.warn(f"{loop.ws.rel(loop.ws.next_config)} changed while this run was prepared; kept for the next run")
-
-
-def _pending_is(ws: Workspace, override: dict[str, Any]) -> bool:
-    pending = read_json_tolerant(ws.next_config, lambda m: None)
-    try:
-        return isinstance(pending, dict) and flatten(pending) == override
-    except (ValueError, TypeError, RecursionError):
-        return False
-
-
-def _recent_sps(history: list[RunRecord]) -> float | None:
-    for rec in reversed(history):
-        ts = rec.trainer_summary
-        if ts is not None and ts.throughput.sps and math.isfinite(ts.throughput.sps) and ts.throughput.sps > 0:
-            return float(ts.throughput.sps)
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,7 +297,7 @@ def _advance(loop: Loop, run_dir: Path) -> None:
     if phase == "collected":
         rec = load_run(run_dir, loop.warn, with_curve=False)
         if rec.loop_summary is None:  # summary.json damaged after the fact: rebuild it
-            collect(loop, run_dir, status=None, error=None, result=None, attempts=1, default_status="crashed")
+            record_outcome(loop, run_dir, status=None, error=None, result=None, attempts=1, default_status="crashed")
             rec = load_run(run_dir, loop.warn, with_curve=False)
         p = promote(loop.ws, rec, loop.warn)
         marks = ("latest ✓" if p.latest else "latest –") + (", best ★" if p.best else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from autopilot.config.model import AutopilotConfig
 from autopilot.loop.records import RunRecord
 from autopilot.space import fmt_num
 from autopilot.summary import TrainerSummary
@@ -123,3 +124,23 @@ def best_of(history: list[RunRecord], objective: str) -> RunRecord | None:
         if score is not None and score >= best_score:
             best, best_score = rec, score
     return best
+
+
+# -- the ledger-level decisions every reader shares (one home each) ----------------------------------
+DEFAULT_OBJECTIVE: str = AutopilotConfig.model_fields["objective"].default
+
+
+def objective_of(history: list[RunRecord]) -> str:
+    """The ledger's objective: the latest run config's `autopilot.objective`, else the config default."""
+    cfg = next((r.config for r in reversed(history) if r.config is not None), None)
+    return cfg.autopilot.objective if cfg is not None else DEFAULT_OBJECTIVE
+
+
+def trusted_best(history: list[RunRecord], objective: str, pointer: RunRecord | str | None = None) -> RunRecord | None:
+    """Which run is best. The runner's pointer (runs/best.json, a record or its run id) when it names a
+    run of `history` that is not suspect; else the highest trusted score in the ledger (`best_of`)."""
+    if isinstance(pointer, str):
+        pointer = next((r for r in history if r.run_id == pointer), None)
+    if pointer is not None and not is_suspect(pointer):
+        return pointer
+    return best_of(history, objective)

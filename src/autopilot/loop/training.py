@@ -9,10 +9,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from autopilot.atomic import atomic_write_json
 from autopilot.config import Config
 from autopilot.loop import launch
-from autopilot.loop.ledger import build_loop_summary, checkpoint_loads, pinned_baseline, read_best
+from autopilot.loop.history import read_ledger
+from autopilot.loop.ledger import build_loop_summary, checkpoint_loads, write_loop_summary
 from autopilot.loop.records import RunRecord
 from autopilot.loop.session import Loop
 from autopilot.loop.workspace import (
@@ -71,12 +71,12 @@ def _checkpoint_run(ws: Workspace, path: Path) -> str | None:
 
 
 def train_run(loop: Loop, run_dir: Path) -> None:
-    """Launch the child (with retries after a crash) under the watchdog, then collect."""
+    """Launch the child (with retries after a crash) under the watchdog, then record the outcome (summary.json)."""
     ws = loop.ws
     rec = load_run(run_dir, loop.warn, with_curve=False)
     cfg = rec.config
     if cfg is None:
-        collect(loop, run_dir, status="failed", error="config.json does not validate", result=None, attempts=0)
+        record_outcome(loop, run_dir, status="failed", error="config.json does not validate", result=None, attempts=0)
         return
     history = load_history(ws, lambda m: None, upto=run_dir.name, with_curve=False)
     previous = history[-2] if len(history) > 1 else None
@@ -125,7 +125,7 @@ def train_run(loop: Loop, run_dir: Path) -> None:
         if checkpoint_loads(own)[0]:
             checkpoint = own
         loop.warn(f"retrying ({attempt}/{ap.max_retries}) from {ws.rel(checkpoint) if checkpoint else 'scratch'}")
-    collect(loop, run_dir, status=status, error=error, result=result, attempts=attempt, resume=resume,
+    record_outcome(loop, run_dir, status=status, error=error, result=result, attempts=attempt, resume=resume,
              resumed_checkpoint=str(checkpoint) if checkpoint else None)
 
 
@@ -172,30 +172,27 @@ def _classify(run_dir: Path, result: launch.LaunchResult) -> tuple[str, str | No
     return "crashed", f"the trainer died ({how}){'; ' + ts_error if ts_error else ''}\n{tail}".strip()
 
 
-def collect(loop: Loop, run_dir: Path, *, status: str | None, error: str | None,
-             result: launch.LaunchResult | None, attempts: int, default_status: str = "crashed",
-             resume: dict[str, Any] | None = None, resumed_checkpoint: str | None = None) -> None:
+def record_outcome(loop: Loop, run_dir: Path, *, status: str | None, error: str | None,
+                   result: launch.LaunchResult | None, attempts: int, default_status: str = "crashed",
+                   resume: dict[str, Any] | None = None, resumed_checkpoint: str | None = None) -> None:
     """Write summary.json (status, score, suspect, deltas) and move the run to `collected`."""
-    ws = loop.ws
-    history = load_history(ws, loop.warn, upto=run_dir.name, with_curve=False)
+    ledger = read_ledger(loop.ws, loop.warn, upto=run_dir.name)
+    history = ledger.runs
     rec = history[-1]
     if status is None:
         status = rec.trainer_summary.status if rec.trainer_summary is not None else default_status
     previous = history[-2] if len(history) > 1 else None
-    base_id = pinned_baseline(ws, loop.warn)
-    best = read_best(ws, loop.warn)
-    base_id = base_id or (best.run_id if best else None)
-    baseline = next((r for r in history if r.run_id == base_id), None)
     st = read_state(run_dir)
     summary = build_loop_summary(
-        rec, status=status, objective=rec.config.autopilot.objective if rec.config else "success_rate",
-        previous=previous, baseline=baseline, attempts=max(attempts, 1),
+        rec, status=status, objective=ledger.objective, previous=previous, baseline=ledger.baseline,
+        attempts=max(attempts, 1),
         resume=resume or st.get("resume") or {}, started_at=st.get("launched_at") or st.get("created_at"),
-        ended_at=iso_now(), error=(error or "")[-3000:] or None, mode=st.get("mode"), session=st.get("session"),
+        ended_at=iso_now(), error=(error or "")[-3000:] or None, mode=st.get("mode"), base_digest=st.get("base_digest"),
+        session=st.get("session"),
         exit_code=result.returncode if result else None, wall_s=round(result.wall_s, 2) if result else None,
         resumed_checkpoint=resumed_checkpoint,
     )
-    atomic_write_json(run_dir / "summary.json", summary.model_dump(mode="json"))
+    write_loop_summary(run_dir, summary)
     write_state(run_dir, phase="collected")
     score = f"{summary.score:.4g}" if summary.score is not None else "–"
     d = summary.deltas.get("vs_previous", {}).get(summary.objective)

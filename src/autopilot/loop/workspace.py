@@ -31,7 +31,8 @@ from autopilot.summary import read_summary
 
 log = logging.getLogger("autopilot.loop")
 Warn = Callable[[str], None]
-MODES = ("quick", "full")
+MODES = ("quick", "full")  # the built-in profiles, written by `init` as configs/baseline_<mode>.json
+CONFIG_MODE = "config"  # the user's own base config (`--config PATH`), kept as configs/base.json
 LABBOOK_HEADER = "# Lab notebook\n\nOne section per run, appended by `autopilot run` / `autopilot propose`.\n"
 # The runner's per-run progress marker (see runner.py for the phases).
 STATE_FILE = ".state"
@@ -101,7 +102,7 @@ class Workspace:
 
     @property
     def latest_json(self) -> Path:
-        # Which run models/latest.pt came from (an addition to the DESIGN layout, for resume notes).
+        # Which run models/latest.pt came from (for the resume line of the next run's notes).
         return self.models / "latest.json"
 
     @property
@@ -121,7 +122,12 @@ class Workspace:
         return self.root / "session.json"
 
     def profile_path(self, mode: str) -> Path:
-        return self.configs / f"baseline_{mode}.json"
+        """The base config a session of this mode starts from."""
+        return self.configs / ("base.json" if mode == CONFIG_MODE else f"baseline_{mode}.json")
+
+    def default_mode(self) -> str:
+        """`config` once a base config was given (`init --config` / `run --config`), else `quick`."""
+        return CONFIG_MODE if self.profile_path(CONFIG_MODE).exists() else MODES[0]
 
     def rel(self, path: Path | str) -> str:
         """A path as stored in the ledger: relative to the workspace when inside it."""
@@ -136,8 +142,10 @@ class Workspace:
         return p if p.is_absolute() else self.root / p
 
 
-def init_workspace(workdir: str | Path) -> Workspace:
-    """Create the layout and the two profiles. Idempotent: existing files (a person's edits) are kept."""
+def init_workspace(workdir: str | Path, base: dict[str, Any] | None = None) -> Workspace:
+    """Create the layout and the two profiles. Idempotent: existing files (a person's edits) are kept.
+    `base` (a validated config's dict) becomes configs/base.json, the base of `--mode config` sessions;
+    it replaces an earlier one only when it differs."""
     from autopilot.config.load import profile_dict
 
     ws = Workspace(Path(workdir).absolute())
@@ -147,6 +155,9 @@ def init_workspace(workdir: str | Path) -> Workspace:
         for mode in MODES:
             if not ws.profile_path(mode).exists():
                 atomic_write_json(ws.profile_path(mode), profile_dict(mode))
+        base_path = ws.profile_path(CONFIG_MODE)
+        if base is not None and read_json_tolerant(base_path, lambda m: None) != json.loads(json.dumps(base)):
+            atomic_write_json(base_path, base)
         if not ws.labbook.exists():
             atomic_write_text(ws.labbook, LABBOOK_HEADER)
     except OSError as exc:

@@ -7,7 +7,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any
 
-from autopilot.config.invariants import derive_batch
+from autopilot.config.invariants import derive_batch, run_budget, steps_that_fit
 from autopilot.config.overrides import flatten
 from autopilot.loop.guard import BROKEN_STATUSES, TRUST, TrustRegion, on_value
 from autopilot.loop.records import AdvisorContext, Proposal, RunRecord
@@ -141,11 +141,8 @@ def budget_steps(ctx: AdvisorContext) -> int | None:
     """The largest total_timesteps (whole batches) that fits min(max_run_seconds, remaining seconds)."""
     if not ctx.sps or ctx.sps <= 0:
         return None
-    budget = ctx.base_config.autopilot.max_run_seconds
-    if ctx.remaining_seconds is not None:
-        budget = min(budget, ctx.remaining_seconds)
-    batch = derive_batch(ctx.base_config).batch
-    return int(ctx.sps * budget) // batch * batch
+    budget, _ = run_budget(ctx.base_config, ctx.remaining_seconds)
+    return steps_that_fit(ctx.sps, budget, derive_batch(ctx.base_config).batch)
 
 
 def seed_repeat(ctx: AdvisorContext, target: RunRecord) -> tuple[dict[str, Any], str]:
