@@ -18,7 +18,7 @@ if not digest.startswith("# autopilot digest"):
     sys.exit("no digest received")
 if mode == "good":
     # read the current ent_coef from the digest, as an agent would, and halve it
-    line = next(l for l in digest.splitlines() if l.startswith("- train.ent_coef: "))
+    line = next(l for l in digest.splitlines() if l.startswith("- train.ent_coef: ") and "; now " in l)
     now = float(line.split("now ")[1].split(";")[0])
     print(json.dumps({"changes": {"train.ent_coef": round(now / 2, 4)}, "headline": "halve ent_coef",
                       "rationale": ["the policy is too diffuse"], "resume_mode": "continue", "resume_from": "latest"}))

@@ -36,13 +36,13 @@ from autopilot.config import Config, config_from_dict, ensure_valid
 from autopilot.errors import ConfigError
 from autopilot.loop import launch, ray_task, runner
 from autopilot.loop.generation import generation_parent, plan_generation, render_generation_note
-from autopilot.loop.ledger import check_pointers, checkpoint_loads, read_best, run_checkpoint
+from autopilot.loop.ledger import check_pointers, checkpoint_loads, run_checkpoint
 from autopilot.loop.proposals import current_base, read_pending, take_pending, unresolve, validate_override
 from autopilot.loop.recording import repro_command
 from autopilot.loop.records import RunRecord
 from autopilot.loop.sanity import record_score
 from autopilot.loop.session import Loop
-from autopilot.loop.training import RETRYABLE, _classify, _set_aside, collect, resume_for
+from autopilot.loop.training import RETRYABLE, _classify, _set_aside, record_outcome, resume_for
 from autopilot.loop.trends import SEED_KEY, noise_band
 from autopilot.loop.workspace import (
     LABBOOK_HEADER,
@@ -133,18 +133,7 @@ def drive_parallel(loop: Loop, runs: int, k: int, ray_address: str | None = None
     finally:
         if started:
             _ray().shutdown()
-    loop.tick()
-    if loop.stop.requested:
-        loop.session.status, loop.session.stop_reason = "stopped", f"signal {signal.Signals(loop.stop.signum).name}"
-        loop.session.save(ws)
-        loop.say(f"stopped by {signal.Signals(loop.stop.signum).name}; rerun the same command to continue", "yellow")
-        return 130 if loop.stop.signum == signal.SIGINT else 143
-    loop.session.status, loop.session.stop_reason = "finished", reason
-    loop.session.save(ws)
-    best = read_best(ws, loop.warn)
-    loop.say(f"session {loop.session.id} finished: {reason}; best: "
-             f"{best.run_id + f' ({best.score:.4g})' if best else 'none yet'}", "bold green")
-    return 0
+    return runner.finish_session(loop, reason)
 
 
 def _generations(loop: Loop, runs: int, k: int) -> str:
@@ -360,7 +349,7 @@ def _train_generation(loop: Loop, dirs: list[Path]) -> None:
             continue
         rec = load_run(run_dir, loop.warn, with_curve=False)
         if rec.config is None:
-            collect(loop, run_dir, status="failed", error="config.json does not validate", result=None, attempts=0)
+            record_outcome(loop, run_dir, status="failed", error="config.json does not validate", result=None, attempts=0)
             continue
         resume = _resume(loop, run_dir, rec.config)
         for note in resume.get("notes", []):
@@ -391,7 +380,7 @@ def _train_generation(loop: Loop, dirs: list[Path]) -> None:
                           f"{ws.rel(ckpt) if ckpt else 'scratch'}")
                 submit(att.run_dir, att.cfg, att.attempt + 1, att.resume, ckpt)
                 continue
-            collect(loop, att.run_dir, status=status, error=error, result=result, attempts=att.attempt,
+            record_outcome(loop, att.run_dir, status=status, error=error, result=result, attempts=att.attempt,
                     resume=att.resume, resumed_checkpoint=str(att.checkpoint) if att.checkpoint else None)
 
 

@@ -139,6 +139,12 @@ def _drive(loop: Loop, runs: int) -> int:
         reason = _stop_criterion(loop, run_dir)
         if reason:
             break
+    return finish_session(loop, reason)
+
+
+def finish_session(loop: Loop, reason: str) -> int:
+    """Record how the session ended (stopped by a signal: resumable; else finished) and its exit code."""
+    ws = loop.ws
     loop.tick()
     if loop.stop.requested:
         loop.session.status, loop.session.stop_reason = "stopped", f"signal {signal.Signals(loop.stop.signum).name}"
