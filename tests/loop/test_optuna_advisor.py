@@ -48,8 +48,9 @@ def test_each_scale_maps_to_a_distribution_on_that_scale():
                                 spec("a.frozen", "linear", 0, 1, tunable=False)]}
     smap = build_search_map(space)
     assert set(smap.dists) == {"a.lr", "a.gamma", "a.epochs", "a.width", "a.opt", "a.anneal"}
-    assert smap.dists["a.lr"] == FloatDistribution(1e-5, 1e-1, log=True)
-    assert smap.dists["a.gamma"] == FloatDistribution(0.8, 0.999)
+    # real-valued knobs are searched on their own scale's coordinate: uniform there is uniform in log(lr)
+    assert smap.dists["a.lr"] == FloatDistribution(0.0, 1.0) and smap.dists["a.gamma"] == FloatDistribution(0.0, 1.0)
+    assert smap.decode({"a.lr": 0.5}) == {"a.lr": 0.001} and smap.decode({"a.gamma": 1.0}) == {"a.gamma": 0.999}
     assert smap.dists["a.epochs"] == IntDistribution(1, 32)
     assert smap.dists["a.width"] == IntDistribution(3, 10)  # the exponent: 2**3 .. 2**10
     assert smap.dists["a.opt"] == CategoricalDistribution(("adam", "adamw"))
@@ -57,7 +58,7 @@ def test_each_scale_maps_to_a_distribution_on_that_scale():
                                                                             "a.opt": "adamw"}
     assert smap.encode_value("a.width", 256) == (8, "")
     value, note = smap.encode_value("a.lr", 0.5)
-    assert value == 0.1 and "a.lr=0.5 is outside the space [1e-05, 0.1] (log scale): told as 0.1" in note
+    assert value == 1.0 and "a.lr=0.5 is outside the space [1e-05, 0.1] (log scale): told as 0.1" in note
     assert smap.encode_value("a.gamma", float("nan"))[0] is None
     assert smap.encode_value("a.opt", "sgd") == (None, "a.opt='sgd' is not one of ['adam', 'adamw']: left out of the trial")
 
@@ -71,7 +72,7 @@ def test_trusted_runs_are_told_as_values_and_broken_or_suspect_ones_as_failures(
     assert [trials[by_run[rid(i)]].state for i in range(4)] == [TrialState.COMPLETE, TrialState.COMPLETE,
                                                                TrialState.FAIL, TrialState.FAIL]
     assert trials[by_run[rid(0)]].value == 0.2 and trials[by_run[rid(1)]].value == 0.4
-    assert trials[by_run[rid(1)]].params["train.ent_coef"] == 0.05
+    assert build_search_map(ctx.space).decode(trials[by_run[rid(1)]].params)["train.ent_coef"] == 0.05
     assert trials[by_run[rid(3)]].user_attrs["outcome"] == "suspect"
     assert any("told the study 2 trusted run(s) and 2 failed one(s)" in r for r in p.rationale)
     # The ask is the study's one running trial; the proposal warm-starts from the trusted best.

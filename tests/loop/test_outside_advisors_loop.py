@@ -124,7 +124,7 @@ def test_approve_with_nothing_waiting_is_a_clear_error(fake_ws):
 
 @pytest.mark.parametrize("args, message", [
     (["--advisor-command", "'unterminated"], "cannot be split into arguments"),
-    (["--advisor", "oracle"], "advisor 'oracle' is not registered; use one of command, llm, manual, random, rules"),
+    (["--advisor", "oracle"], "advisor 'oracle' is not registered; use one of command, constant, llm, manual, optuna, optuna-cmaes, optuna-qmc, optuna-random, random, rules"),
 ])
 def test_bad_advisor_options_are_one_line_errors(fake_ws, args, message):
     done = fake_ws.cli("run", "--runs", "1", "--workdir", str(fake_ws.root), *args)

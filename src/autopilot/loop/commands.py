@@ -136,7 +136,9 @@ def status_command(workdir: Path, *, console: Console | None = None) -> list[Run
     history, objective = ledger.runs, ledger.objective
     best_id = getattr(ledger.best, "run_id", None)
     table = Table(title=f"{ws.root} — {len(history)} run(s)")
-    for col, kw in (("#", {"justify": "right"}), ("run", {}), ("status", {}), ("changed vs previous", {"overflow": "fold"}),
+    # A run id is what a reader copies into the next command: never cut, the changes column folds instead.
+    for col, kw in (("#", {"justify": "right"}), ("run", {"no_wrap": True, "min_width": max((len(r.run_id) for r in history), default=3)}),
+                    ("status", {}), ("changed vs previous", {"overflow": "fold"}),
                     (objective, {"justify": "right"}), ("best", {"justify": "center"})):
         table.add_column(col, **kw)
     prev = None

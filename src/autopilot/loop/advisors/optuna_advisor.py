@@ -130,7 +130,7 @@ class OptunaAdvisor(Advisor):
             params, skipped = smap.encode(rec.config)
             notes += [f"run {rec.run_id}: {s}" for s in skipped]
             value, why = run_outcome(rec, ctx.objective)
-            match = next((t for t in pending if smap.same(t.params, params)), None)
+            match = next((t for t in pending if smap.same(smap.decode(t.params), smap.decode(params))), None)
             if match is not None:  # the run that used a trial this advisor asked for completes it
                 pending.remove(match)
                 if value is None:

@@ -1,8 +1,9 @@
 """The search space as Optuna sees it: one distribution per tunable key, on the key's own scale.
 
-log → FloatDistribution(log=True); linear → FloatDistribution; int → IntDistribution; pow2 → an
-IntDistribution over the exponent (so 64 and 128 are neighbours, as they are for the knob); choice and
-bool → CategoricalDistribution. A ledger value outside its distribution is clamped into it (and said so);
+Real-valued knobs (log, log0 with its "off", log1m, linear) → FloatDistribution(0, 1) over the knob's own
+scale coordinate (`ParamSpec.to_unit`: uniform there is uniform in log, or in log(1 - v)); int →
+IntDistribution; intlog → IntDistribution(log=True); pow2 → an IntDistribution over the exponent (so 64
+and 128 are neighbours, as they are for the knob); choice and bool → CategoricalDistribution. A ledger value outside its distribution is clamped into it (and said so);
 a value the distribution cannot hold at all (a string for a number) leaves the key out of that trial.
 """
 
@@ -27,13 +28,14 @@ def distribution(spec: ParamSpec) -> Any:
     if spec.scale == "choice":
         return CategoricalDistribution(tuple(spec.choices or ()))
     lo, hi = float(spec.low), float(spec.high)  # type: ignore[arg-type]
-    if spec.scale == "log":
-        return FloatDistribution(lo, hi, log=True)
-    if spec.scale == "linear":
-        return FloatDistribution(lo, hi)
-    if spec.scale == "int":
-        return IntDistribution(int(math.ceil(lo)), int(math.floor(hi)))
+    if spec.scale in UNIT_SCALES:
+        return FloatDistribution(0.0, 1.0)
+    if spec.scale in ("int", "intlog"):
+        return IntDistribution(int(math.ceil(lo)), int(math.floor(hi)), log=spec.scale == "intlog")
     return IntDistribution(int(round(math.log2(lo))), int(round(math.log2(hi))))  # pow2: the exponent
+
+
+UNIT_SCALES = ("log", "log0", "log1m", "linear")
 
 
 @dataclass
@@ -56,13 +58,17 @@ class SearchMap:
         if not is_finite_number(value):
             return None, f"{key}={value!r} is not a finite number: left out of the trial"
         v = float(value)
+        if spec.scale in UNIT_SCALES:
+            fixed = spec.clamp(v)
+            note = "" if fixed == v else f"{key}={fmt_num(value)} is outside the space {spec.describe()}: told as {fmt_num(fixed)}"
+            return spec.to_unit(fixed), note
         if spec.scale == "pow2":
             if v < 1:
                 return None, f"{key}={fmt_num(value)} is not a power of two: left out of the trial"
             v = math.log2(v)
         lo, hi = dist.low, dist.high
         clamped = min(max(v, lo), hi)
-        if spec.scale in ("int", "pow2"):
+        if spec.scale in ("int", "intlog", "pow2"):
             clamped = int(round(clamped))
         note = ""
         if clamped != v:
@@ -92,10 +98,12 @@ class SearchMap:
             spec = self.specs[key]
             if spec.scale == "pow2":
                 out[key] = int(2 ** int(value))
-            elif spec.scale == "int":
+            elif spec.scale in ("int", "intlog"):
                 out[key] = int(value)
-            elif spec.scale in ("log", "linear"):
-                out[key] = float(value)
+            elif spec.scale in UNIT_SCALES:
+                v = float(spec.from_unit(float(value)))
+                short = float(f"{v:.4g}")
+                out[key] = short if spec.contains(short) else v
             else:
                 out[key] = value
         return out
