@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from autopilot.atomic import atomic_write_json
 from autopilot.config.model import Config
 from autopilot.config.overrides import apply_overrides
-from autopilot.envs.registry import get_env_spec, pydantic_violations
+from autopilot.envs.registry import pydantic_violations
 from autopilot.errors import AutopilotError, ConfigError
-from autopilot.space import ParamSpec, SearchSpace, trainer_space
+from autopilot.space import ParamSpec, SearchSpace
 
 PROFILES = ("quick", "full")
 
@@ -117,9 +117,10 @@ _SWEEP_SCALES = {
 
 
 def config_space(cfg: Config) -> SearchSpace:
-    """The search space for this config: trainer defaults + the env's ranges + its `sweep` overrides."""
-    space: SearchSpace = dict(trainer_space())
-    space.update(get_env_spec(cfg.env_name).space)
+    """The search space for this config: its backend's ranges (trainer + env) + its `sweep` overrides."""
+    from autopilot.backends import get_backend
+
+    space: SearchSpace = get_backend(cfg.backend).search_space(cfg)
     for key, sweep in cfg.sweep.items():
         scale = _SWEEP_SCALES.get(sweep.distribution)
         if scale is None:

@@ -1,8 +1,11 @@
 """The typed configuration, in PufferLib's section and key names.
 
 Validated once at the edge (`Config.model_validate` via `load_config` / `config_from_dict`); the
-inside of the system trusts a `Config`. Unknown keys anywhere are errors (`extra="forbid"`), and the
-`env` section is validated by the chosen environment's own parameter model.
+inside of the system trusts a `Config`. The config's `backend` (see `autopilot.backends`) decides what
+else is allowed: unknown `vec`/`train`/`policy` keys are errors for autopilot's own trainer and are passed
+through (typed where known) for trainers that own more keys (PufferLib); `extras` holds a backend's own
+settings; `env` is validated by the chosen environment's parameter model when the backend uses
+autopilot's env registry, and is the trainer's own otherwise.
 """
 
 from __future__ import annotations
@@ -11,17 +14,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from autopilot.envs.registry import validate_env_params
+from autopilot.backends import backend_of, get_backend
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class VecConfig(Section):
+class OpenSection(BaseModel):
+    """A section whose unknown keys are kept for the backend to accept (pass-through) or reject."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class VecConfig(OpenSection):
     num_envs: int = 2  # env objects
-    num_workers: int = 1  # processes stepping them (1 = in-process)
-    backend: Literal["serial", "multiprocessing"] = "serial"
+    num_workers: int | Literal["auto"] = 1  # processes stepping them (1 = in-process; auto: PufferLib's)
+    # serial/multiprocessing: every backend; ray/pufferenv: PufferLib's other vectorisations.
+    backend: Literal["serial", "multiprocessing", "ray", "pufferenv"] = "serial"
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -30,14 +40,14 @@ class VecConfig(Section):
         return v.lower() if isinstance(v, str) else v
 
 
-class TrainConfig(Section):
+class TrainConfig(OpenSection):
     device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
     seed: int = 1
     torch_deterministic: bool = True
     total_timesteps: int = 1_000_000
     learning_rate: float = 3e-3
     anneal_lr: bool = True
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "muon"] = "adam"  # muon: PufferLib's (heavyball)
     gamma: float = 0.99
     gae_lambda: float = 0.95
     update_epochs: int = 4
@@ -53,7 +63,7 @@ class TrainConfig(Section):
     checkpoint_interval: int = 50  # epochs between periodic checkpoints
 
 
-class PolicyConfig(Section):
+class PolicyConfig(OpenSection):
     hidden_size: int = 64
     num_layers: int = 2
 
@@ -83,6 +93,7 @@ class SweepSpec(Section):
 
 
 class Config(Section):
+    backend: str = "builtin"  # who trains: builtin | pufferlib | sb3 | command | a plugin's name
     env_name: str = "drone_delivery"
     env: dict[str, Any] = Field(default_factory=dict)
     vec: VecConfig = Field(default_factory=VecConfig)
@@ -90,9 +101,15 @@ class Config(Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     autopilot: AutopilotConfig = Field(default_factory=AutopilotConfig)
     sweep: dict[str, SweepSpec] = Field(default_factory=dict)  # dotted key -> range (overrides defaults)
+    extras: dict[str, Any] = Field(default_factory=dict)  # the backend's own settings, passed through
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_prepares(cls, data: Any) -> Any:
+        return backend_of(data).prepare(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
-    def _env_params(self) -> Config:
-        # Fill the env's defaults and reject unknown env keys, using the env's own model.
-        self.env = validate_env_params(self.env_name, self.env).model_dump()
+    def _backend_validates(self) -> Config:
+        # Unknown keys, typed extras, and the env's params (its defaults filled) per the backend.
+        get_backend(self.backend).validate(self)
         return self
