@@ -103,6 +103,9 @@ class PufferLibBackend(Backend):
         # PufferLib's envs are often thousands of env objects, and its horizon need not be a power of two.
         space["vec.num_envs"] = spec("vec.num_envs", "int", 1, 2**20, tunable=False)
         space["train.bptt_horizon"] = spec("train.bptt_horizon", "int", 1, 2**16, tunable=False)
+        # Limits are what PufferLib's PPO can run (nmmo3.ini trains at gamma 0.7648); priors come from sweeps.
+        space["train.gamma"] = spec("train.gamma", "linear", 0.0, 1.0)
+        space["train.gae_lambda"] = spec("train.gae_lambda", "linear", 0.0, 1.0)
         return space
 
     def checks(self, cfg: Config, space: SearchSpace, sps: float | None) -> list[Check]:
