@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from autopilot.backends import Backend, register_backend
-from autopilot.config.invariants import Check, check_device, check_ranges, check_runtime, derive_minibatch_size
+from autopilot.config.invariants import (
+    Check,
+    check_device,
+    check_ranges,
+    check_runtime,
+    derive_minibatch_size,
+)
 from autopilot.config.model import Config
 from autopilot.envs.registry import is_builtin_env
 from autopilot.errors import ConfigError
