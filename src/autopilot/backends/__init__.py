@@ -21,7 +21,7 @@ from autopilot.errors import ConfigError
 from autopilot.plugins import Registry
 
 if TYPE_CHECKING:
-    from autopilot.config.invariants import Check
+    from autopilot.config.invariants import BatchArithmetic, Check
     from autopilot.config.model import Config
     from autopilot.space import SearchSpace
 
@@ -97,10 +97,14 @@ class Backend:
             space.update(get_env_spec(cfg.env_name).space)
         return space
 
-    def batch_line(self, cfg: Config) -> str:
-        from autopilot.config.invariants import derive_batch
+    def derive_batch(self, cfg: Config) -> BatchArithmetic:
+        """Factors [agents per env object, env objects, bptt] and their product; ConfigError when unknown."""
+        from autopilot.config.invariants import derive_builtin_batch
 
-        return str(derive_batch(cfg))
+        return derive_builtin_batch(cfg)
+
+    def batch_line(self, cfg: Config) -> str:
+        return str(self.derive_batch(cfg))
 
     # -- launch ---------------------------------------------------------------------------------
     def argv_template(self, cfg: Config) -> list[str]:

@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from autopilot.backends import Backend, register_backend
-from autopilot.config.invariants import Check, builtin_checks, check_device, check_ranges, check_runtime
+from autopilot.config.invariants import (
+    BatchArithmetic,
+    Check,
+    builtin_checks,
+    check_device,
+    check_ranges,
+    check_runtime,
+)
 from autopilot.config.model import Config
 from autopilot.envs.registry import is_builtin_env
 from autopilot.errors import ConfigError
@@ -61,6 +68,12 @@ class CommandBackend(Backend):
 
     def resolve(self, cfg: Config) -> Config:
         return super().resolve(cfg) if is_builtin_env(cfg.env_name) else cfg.model_copy(deep=True)
+
+    def derive_batch(self, cfg: Config) -> BatchArithmetic:
+        if not is_builtin_env(cfg.env_name):
+            raise ConfigError(f"the batch of {cfg.env_name!r} is decided by the trainer (rule: autopilot counts "
+                              f"agents of registered envs only); set train.batch_size in its own terms")
+        return super().derive_batch(cfg)
 
     def batch_line(self, cfg: Config) -> str:
         return super().batch_line(cfg) if is_builtin_env(cfg.env_name) else "decided by the trainer"

@@ -22,8 +22,16 @@ import sys
 from typing import Any
 
 from autopilot.backends import Backend, register_backend, type_violation
-from autopilot.config.invariants import Check, check_device, check_ranges, check_runtime, divisors
+from autopilot.config.invariants import (
+    BatchArithmetic,
+    Check,
+    check_device,
+    check_ranges,
+    check_runtime,
+    divisors,
+)
 from autopilot.config.model import Config
+from autopilot.errors import ConfigError
 from autopilot.space import SearchSpace, spec, trainer_space
 
 # Keys of PufferLib 3.0's default.ini that autopilot's models do not have, with their types.
@@ -45,8 +53,11 @@ def pufferlib_installed() -> bool:
 
 
 def vec_batch_size(cfg: Config) -> int:
-    """`vec.batch_size` as `pufferlib.vector.make` resolves `auto`: half the envs (1 for one env)."""
-    value = (cfg.vec.model_extra or {}).get("batch_size", "auto")
+    """`vec.batch_size` as `pufferlib.vector.make` resolves it: `auto` is half the envs (1 for one env),
+    absent is all of them."""
+    value = (cfg.vec.model_extra or {}).get("batch_size")
+    if value is None:
+        return cfg.vec.num_envs
     if value == "auto":
         return 1 if cfg.vec.num_envs == 1 else cfg.vec.num_envs // 2
     return int(value)
@@ -222,14 +233,21 @@ class PufferLibBackend(Backend):
                 out.train.batch_size = agents * cfg.vec.num_envs * cfg.train.bptt_horizon
         return out
 
-    def batch_line(self, cfg: Config) -> str:
+    def derive_batch(self, cfg: Config) -> BatchArithmetic:
         agents, why = agents_per_env(cfg)
-        if cfg.train.batch_size != "auto":
-            return f"{cfg.train.batch_size:,} (set in the file)"
         if agents is None:
-            return f"auto (not derived: {why})"
-        total = agents * cfg.vec.num_envs
-        return f"{agents}×{cfg.vec.num_envs} agents × bptt {cfg.train.bptt_horizon} = {total * cfg.train.bptt_horizon:,}"
+            raise ConfigError(f"the batch of {cfg.env_name!r} cannot be derived: {why}")
+        factors = [agents, cfg.vec.num_envs, cfg.train.bptt_horizon]
+        return BatchArithmetic(factors, agents * cfg.vec.num_envs * cfg.train.bptt_horizon)
+
+    def batch_line(self, cfg: Config) -> str:
+        try:
+            arith = str(self.derive_batch(cfg))
+        except ConfigError as exc:
+            arith = f"not derived ({exc})"
+        if cfg.train.batch_size != "auto":
+            return f"{cfg.train.batch_size:,} (set in the file); agents × bptt: {arith}"
+        return arith
 
     def argv_template(self, cfg: Config) -> list[str]:
         return [sys.executable, "-m", "autopilot.backends.pufferlib_driver", "--config", "{config}",

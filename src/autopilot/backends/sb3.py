@@ -28,6 +28,7 @@ from typing import Any
 
 from autopilot.backends import Backend, register_backend
 from autopilot.config.invariants import (
+    BatchArithmetic,
     Check,
     check_device,
     check_ranges,
@@ -124,6 +125,9 @@ class SB3Backend(Backend):
         out.train.batch_size = self._rollout(cfg)
         return out
 
+    def derive_batch(self, cfg: Config) -> BatchArithmetic:
+        return BatchArithmetic([1, cfg.vec.num_envs, cfg.train.bptt_horizon], self._rollout(cfg))
+
     def batch_line(self, cfg: Config) -> str:
         return f"n_steps {cfg.train.bptt_horizon} × n_envs {cfg.vec.num_envs} = {self._rollout(cfg):,}"
 
@@ -169,7 +173,8 @@ def run_sb3(cfg: Config, run_dir: Path, resume: str | None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
     stop: list[str] = []
-    for s in (signal.SIGINT, signal.SIGTERM):
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:  # a stop ends the rollout in flight; the last trained state is saved
         signal.signal(s, lambda signum, frame: stop.append(signal.Signals(signum).name))
     env = make_vec_env(cfg.env_name, n_envs=cfg.vec.num_envs, seed=cfg.train.seed, env_kwargs=dict(cfg.env) or None)
     window, util, t_start = TailWindow(cfg.autopilot.metrics_window), Utilisation(cfg.train.device), time.time()
@@ -255,6 +260,8 @@ def run_sb3(cfg: Config, run_dir: Path, resume: str | None) -> int:
         state["status"], state["error"] = "crashed", "".join(traceback.format_exception(exc))[-4000:]
         raise
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         env.close()
         wall = time.time() - t_start
         act = model.action_space

@@ -49,6 +49,13 @@ def divisors(n: int) -> list[int]:
 
 
 def derive_batch(cfg: Config) -> BatchArithmetic:
+    """batch = agents per env object × env objects × bptt, as the config's backend counts agents."""
+    from autopilot.backends import get_backend
+
+    return get_backend(cfg.backend).derive_batch(cfg)
+
+
+def derive_builtin_batch(cfg: Config) -> BatchArithmetic:
     factors = agents_factors(cfg.env_name, cfg.env) + [cfg.vec.num_envs, cfg.train.bptt_horizon]
     batch = 1
     for f in factors:
