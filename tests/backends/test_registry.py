@@ -84,5 +84,7 @@ def test_without_pufferlib_validation_names_what_it_skipped(monkeypatch):
     assert checks["segments"].status == "skip" and "needs PufferLib installed" in checks["segments"].detail
     assert checks["timesteps"].status == "skip"
     assert checks["vec"].status == "ok" and checks["minibatch"].status == "ok"
+    # A JSON config has no default.ini under it: the keys PuffeRL reads must be spelled out.
+    assert checks["trainer"].status == "fail" and "train.adam_beta1" in checks["trainer"].violations[0]
     with pytest.raises(ConfigError, match="cannot be derived: needs PufferLib installed"):
         get_backend("pufferlib").derive_batch(cfg)

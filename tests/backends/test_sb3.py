@@ -95,3 +95,32 @@ def test_autopilot_run_three_runs_with_sb3(tmp_path):
     notes = (runs[-1] / "notes.md").read_text()
     assert "bptt 64 (CartPole-v1, backend sb3)" in notes and "Derived batch: 1×2×64 = 128" in notes
     shutil.rmtree(ws)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_leaves_a_resumable_checkpoint(tmp_path):
+    import signal
+    import time
+
+    from autopilot.config import save_config
+
+    data = {**CARTPOLE, "train": {**CARTPOLE["train"], "total_timesteps": 100_000}}
+    config = save_config(config_from_dict(data), tmp_path / "config.json")
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "autopilot.backends.sb3", "--config", str(config), "--run-dir",
+                             str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    summary = json.loads((run / "trainer_summary.json").read_text())
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert summary["status"] == "interrupted" and ckpt["resumable"]
+    steps = ckpt["counters"]["agent_steps"]
+    assert steps == summary["throughput"]["agent_steps"] and steps % 128 == 0 and 0 < steps < 100_000
+    run_sb3(ensure_valid(config_from_dict(data)), tmp_path / "again", str(run / "checkpoints" / "latest.pt"))
+    first = json.loads((tmp_path / "again" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["agent_steps"] == steps + 128  # continued where the trained steps ended

@@ -43,6 +43,9 @@ TYPED_KEYS: dict[str, type | tuple[type, ...]] = {
     "train.vtrace_rho_clip": float, "train.vtrace_c_clip": float, "train.prio_alpha": float,
     "train.prio_beta0": float, "train.data_dir": str,
 }
+# The train keys PuffeRL reads that autopilot has no default for: they come from PufferLib's default.ini.
+PUFFERL_READS = ("adam_beta1", "adam_beta2", "adam_eps", "vtrace_rho_clip", "vtrace_c_clip", "prio_alpha",
+                 "prio_beta0", "precision", "compile", "compile_mode", "compile_fullgraph", "cpu_offload")
 PRECISIONS = ("float32", "bfloat16")
 OPTIMIZERS = ("adam", "muon")
 VEC_CLASSES = {"serial": "Serial", "multiprocessing": "Multiprocessing", "ray": "Ray", "pufferenv": "PufferEnv"}
@@ -173,6 +176,11 @@ class PufferLibBackend(Backend):
         if precision not in PRECISIONS:
             bad.append(f"train.precision={precision!r} is invalid (rule: PufferLib 'Invalid precision: use float32 "
                        f"or bfloat16'); use float32")
+        missing = [k for k in PUFFERL_READS if k not in extra]
+        if missing:
+            bad.append(f"train.{missing[0]} (and {len(missing) - 1} more: {', '.join(missing[1:])}) is not set and PufferLib's "
+                       f"default.ini was not found to supply it (rule: PuffeRL reads every one); install PufferLib "
+                       f"(scripts/install_pufferlib.sh), keep the .ini in PufferLib's config folder, or set them")
         return Check("trainer", "fail" if bad else "ok", f"optimizer {t.optimizer}, precision {precision}", bad)
 
     @staticmethod

@@ -164,6 +164,8 @@ class Driver:
             if self.resume_kind == "continue":
                 t.scheduler.load_state_dict(self.ckpt["scheduler"])
                 self.window = TailWindow(self.cfg.autopilot.metrics_window, self.ckpt.get("tail", []))
+            else:
+                self._restart_schedule(train_cfg)
         self.start_steps = self.trainer.global_step
         from autopilot.trainer.utilisation import Utilisation
 
@@ -172,8 +174,24 @@ class Driver:
                   f"{self.trainer.total_agents} agents, batch {train_cfg['batch_size']:,} = {self.trainer.segments} "
                   f"segments × bptt {train_cfg['bptt_horizon']}, minibatch {self.trainer.minibatch_size:,}, "
                   f"optimizer {train_cfg['optimizer']}, device {train_cfg['device']}, target {self.target:,} steps"
-                  + (f"; resumed ({self.resume_kind}) at step {self.start_steps:,}, epoch {self.trainer.epoch}"
-                     if self.ckpt is not None else ""))
+                  + (f"; resumed ({self.resume_kind}) at step {self.start_steps:,}, epoch {self.trainer.epoch}, "
+                     f"optimizer state for {len(self.trainer.optimizer.state_dict()['state'])} tensors, "
+                     f"lr {self.trainer.optimizer.param_groups[0]['lr']:.6g}" if self.ckpt is not None else ""))
+
+    def _restart_schedule(self, train_cfg: dict[str, Any]) -> None:
+        """A warm start keeps the optimizer's moments but takes this config's hyperparameters, with the
+        learning-rate schedule spanning this run's epochs (the saved lr is where the last run's ended)."""
+        import torch
+
+        t = self.trainer
+        for group in t.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = train_cfg["learning_rate"]
+            if "betas" in group:
+                group["betas"] = (train_cfg["adam_beta1"], train_cfg["adam_beta2"])
+            if "eps" in group:
+                group["eps"] = train_cfg["adam_eps"]
+        epochs = max(1, (self.target - t.global_step) // train_cfg["batch_size"])
+        t.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(t.optimizer, T_max=epochs)
 
     def _row(self, t0: float, steps0: int) -> dict[str, Any]:
         t, logs = self.trainer, self.logger.last or {}

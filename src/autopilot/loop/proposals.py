@@ -25,7 +25,8 @@ from autopilot.errors import AutopilotError, ConfigError
 from autopilot.loop.records import RunRecord
 from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, stamp
 
-FORBIDDEN_KEYS = ("autopilot.trainer_command",)
+# Which program runs (and any code it imports by name) is the person's choice, never a proposal's.
+FORBIDDEN_KEYS = ("autopilot.trainer_command", "backend", "extras.vecenv", "extras.policy_factory")
 
 
 def unresolve(cfg: Config) -> Config:
