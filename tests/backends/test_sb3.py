@@ -32,6 +32,8 @@ def test_train_keys_map_onto_ppo_and_extras_pass_through():
     assert (kw["n_steps"], kw["batch_size"], kw["n_epochs"], kw["clip_range"], kw["learning_rate"]) == (64, 32, 2, 0.3,
                                                                                                      0.001)
     assert kw["normalize_advantage"] is False
+    bare = config_from_dict({"backend": "sb3", "env_name": "CartPole-v1"})
+    assert bare.autopilot.objective == "mean_reward"  # a Gymnasium env is scored by its episode return
 
 
 @pytest.mark.parametrize(("change", "needle"), [
@@ -104,7 +106,7 @@ def test_sigterm_mid_run_leaves_a_resumable_checkpoint(tmp_path):
 
     from autopilot.config import save_config
 
-    data = {**CARTPOLE, "train": {**CARTPOLE["train"], "total_timesteps": 100_000}}
+    data = {**CARTPOLE, "train": {**CARTPOLE["train"], "total_timesteps": 2560}}  # 20 rollouts
     config = save_config(config_from_dict(data), tmp_path / "config.json")
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "autopilot.backends.sb3", "--config", str(config), "--run-dir",
@@ -120,7 +122,7 @@ def test_sigterm_mid_run_leaves_a_resumable_checkpoint(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert summary["status"] == "interrupted" and ckpt["resumable"]
     steps = ckpt["counters"]["agent_steps"]
-    assert steps == summary["throughput"]["agent_steps"] and steps % 128 == 0 and 0 < steps < 100_000
+    assert steps == summary["throughput"]["agent_steps"] and steps % 128 == 0 and 0 < steps < 2560
     run_sb3(ensure_valid(config_from_dict(data)), tmp_path / "again", str(run / "checkpoints" / "latest.pt"))
-    first = json.loads((tmp_path / "again" / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["agent_steps"] == steps + 128  # continued where the trained steps ended
+    rows = [json.loads(line) for line in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["agent_steps"] == steps + 128 and rows[-1]["agent_steps"] == 2560  # on to the original target

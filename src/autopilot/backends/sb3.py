@@ -63,6 +63,12 @@ class SB3Backend(Backend):
     def uses_env_registry(self) -> bool:  # type: ignore[override]
         return False
 
+    def prepare(self, data: dict[str, Any]) -> dict[str, Any]:
+        # A Gymnasium env's score is its episode return (autopilot's envs keep their own objective).
+        if not is_builtin_env(str(data.get("env_name", ""))) and "objective" not in data.get("autopilot", {}):
+            data = {**data, "autopilot": {**data.get("autopilot", {}), "objective": "mean_reward"}}
+        return data
+
     def validate(self, cfg: Config) -> None:
         super().validate(cfg)
         bad = []

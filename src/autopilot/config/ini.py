@@ -9,7 +9,8 @@ PufferLib's `load_config` reads its `config/default.ini` and then the env's file
 * `[vec]` `[train]` `[env]` → those sections, unknown keys included (the backend types the ones it knows);
 * `[policy]` `[rnn]` → `extras.policy` / `extras.rnn` (keyword arguments of PufferLib's policy classes);
 * `[sweep.<section>.<key>]` blocks → `sweep` (search priors, not validation limits); the bare `[sweep]`
-  settings and the older layout's blocks (`[sweep.metric]`, ...) → `extras.sweep`.
+  settings and the older layout's blocks (`[sweep.metric]`, ...) → `extras.sweep`; the metric the sweeps
+  optimise becomes `autopilot.objective` unless an `[autopilot]` section sets one.
 
 `default.ini` is looked for where PufferLib keeps it (beside or above the file, as in PufferLib's own
 `config/` tree), then in an installed `pufferlib`. A file selects the `pufferlib` backend unless its
@@ -94,7 +95,21 @@ def read_pufferlib_ini(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_nesting(parser: configparser.ConfigParser, path: Path | str) -> None:
+    """PufferLib nests `section.key` names into one dict, so `[a] b = ...` and a section `[a.b]` cannot both
+    exist: its load_config fails with AttributeError ('str' object has no attribute 'setdefault')."""
+    for section in parser.sections():
+        parent, _, child = section.rpartition(".")
+        if parent and parser.has_section(parent) and parser.has_option(parent, child):
+            raise ConfigError(
+                f"{path}: section [{section}] collides with the key {child} of [{parent}] (merged from default.ini "
+                f"when the file does not set it), so PufferLib 3.0's load_config fails on this file with "
+                f"AttributeError: 'str' object has no attribute 'setdefault' (rule: a key and a section may not "
+                f"share a dotted name); fold [{section}] into [{parent}] as {child} = <metric name>")
+
+
 def pufferlib_ini_to_dict(parser: configparser.ConfigParser, path: Path | str) -> dict[str, Any]:
+    _check_nesting(parser, path)
     base = _section(parser, "base")
     base.pop(BACKEND_KEY, None)
     names = str(base.pop("env_name", None)).split()
@@ -122,7 +137,16 @@ def pufferlib_ini_to_dict(parser: configparser.ConfigParser, path: Path | str) -
             _sweep_block(data, extras, section, values)
         else:
             extras.setdefault("sections", {})[section] = values  # PufferLib passes any section on
+    objective = _sweep_metric(extras.get("sweep", {}))
+    if objective and "objective" not in data.get("autopilot", {}):
+        data.setdefault("autopilot", {})["objective"] = objective  # what the file's own sweeps optimise
     return data
+
+
+def _sweep_metric(sweep: dict[str, Any]) -> str | None:
+    """The metric a file's sweeps optimise: `[sweep] metric`, or the older `[sweep.metric] name`."""
+    metric = sweep.get("settings", {}).get("metric") or sweep.get("metric", {}).get("name")
+    return metric.strip() if isinstance(metric, str) and metric.strip() else None
 
 
 def _sweep_block(data: dict[str, Any], extras: dict[str, Any], section: str, values: dict[str, Any]) -> None:
