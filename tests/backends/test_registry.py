@@ -88,3 +88,15 @@ def test_without_pufferlib_validation_names_what_it_skipped(monkeypatch):
     assert checks["trainer"].status == "fail" and "train.adam_beta1" in checks["trainer"].violations[0]
     with pytest.raises(ConfigError, match="cannot be derived: needs PufferLib installed"):
         get_backend("pufferlib").derive_batch(cfg)
+
+
+def test_a_true_resume_needs_the_same_backend_settings():
+    from autopilot.backends import resume_kind
+
+    data = {"backend": "sb3", "env_name": "CartPole-v1", "extras": {"ppo": {"normalize_advantage": False}}}
+    cfg = config_from_dict(data)
+    ckpt = {"config": cfg.model_dump(), "resumable": True}
+    assert resume_kind(ckpt, cfg) == "continue"
+    assert resume_kind({**ckpt, "resumable": False}, cfg) == "warm"
+    changed = config_from_dict({**data, "extras": {"ppo": {"normalize_advantage": True}}})
+    assert resume_kind(ckpt, changed) == "warm"

@@ -112,6 +112,15 @@ class Backend:
         raise NotImplementedError
 
 
+def resume_kind(ckpt: dict[str, Any], cfg: Config) -> str:
+    """autopilot's resume rule (see `autopilot.trainer.checkpoint`), with a backend's `extras` (network
+    kwargs, trainer arguments) among the settings that must match for a true resume."""
+    from autopilot.trainer.checkpoint import resume_kind as builtin_rule
+
+    same_extras = (ckpt.get("config") or {}).get("extras", {}) == cfg.extras
+    return "continue" if builtin_rule(ckpt, cfg) == "continue" and same_extras else "warm"
+
+
 def type_violation(key: str, value: Any, want: type | tuple[type, ...]) -> list[str]:
     kinds = want if isinstance(want, tuple) else (want,)
     ok = any(isinstance(value, k) and not (isinstance(value, bool) and k in (int, float)) for k in kinds)
@@ -156,4 +165,4 @@ def backend_of(data: dict[str, Any]) -> Backend:
 
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "INI_BACKEND", "Backend", "available_backends", "backend_of",
-           "get_backend", "register_backend", "type_violation"]
+           "get_backend", "register_backend", "resume_kind", "type_violation"]

@@ -143,11 +143,16 @@ class Driver:
         self.ckpt = None
         train_cfg = dict(**args["train"], env=self.cfg.env_name)
         if self.resume:
-            import torch
+            from autopilot.backends import resume_kind
+            from autopilot.trainer.checkpoint import load_checkpoint, shapes_match
 
-            self.ckpt = torch.load(self.resume, map_location=args["train"]["device"], weights_only=False)
-            policy.load_state_dict(self.ckpt["policy"])
-            self.resume_kind = "continue" if self.ckpt.get("resumable") else "warm"
+            self.ckpt = load_checkpoint(self.resume, args["train"]["device"])
+            self.resume_kind = resume_kind(self.ckpt, self.cfg)
+            if not shapes_match(policy, self.ckpt["policy"]):  # a changed network: counters go on, fresh weights
+                self._log(f"checkpoint {self.resume}: network shapes differ from this config; fresh weights")
+                self.resume_kind, self.ckpt["optimizer"] = "warm", None
+            else:
+                policy.load_state_dict(self.ckpt["policy"])
             if self.resume_kind == "warm":  # a finished run: this run trains total_timesteps more
                 train_cfg["total_timesteps"] += int(self.ckpt["counters"]["agent_steps"])
             else:
@@ -159,7 +164,8 @@ class Driver:
         self.target = train_cfg["total_timesteps"]
         if self.ckpt is not None:
             t, c = self.trainer, self.ckpt["counters"]
-            t.optimizer.load_state_dict(self.ckpt["optimizer"])
+            if self.ckpt["optimizer"] is not None:
+                t.optimizer.load_state_dict(self.ckpt["optimizer"])
             t.global_step, t.epoch = int(c["agent_steps"]), int(c["epoch"])
             if self.resume_kind == "continue":
                 t.scheduler.load_state_dict(self.ckpt["scheduler"])

@@ -186,9 +186,18 @@ def run_sb3(cfg: Config, run_dir: Path, resume: str | None) -> int:
     window, util, t_start = TailWindow(cfg.autopilot.metrics_window), Utilisation(cfg.train.device), time.time()
     state: dict[str, Any] = {"status": "completed", "error": None, "kind": None, "path": None, "epoch": 0}
     if resume:
+        from autopilot.backends import resume_kind
+
         ckpt = torch.load(resume, map_location="cpu", weights_only=False)
-        model = PPO.load(io.BytesIO(ckpt["sb3_zip"]), env=env, device=ppo_kwargs(cfg)["device"])
-        state["kind"] = "continue" if ckpt.get("resumable") else "warm"
+        if "sb3_zip" not in ckpt:
+            raise ConfigError(f"checkpoint {resume} was not written by the sb3 backend (backend "
+                              f"{ckpt.get('backend', 'builtin')!r}); start fresh with autopilot.resume_mode=fresh")
+        state["kind"] = resume_kind(ckpt, cfg)
+        # SB3's own load: weights, optimizer state, num_timesteps; a warm start takes this config's settings.
+        custom = {} if state["kind"] == "continue" else {k: v for k, v in ppo_kwargs(cfg).items()
+                                                         if k not in ("seed", "device")}
+        model = PPO.load(io.BytesIO(ckpt["sb3_zip"]), env=env, device=ppo_kwargs(cfg)["device"],
+                         custom_objects=custom)
         state["epoch"] = int(ckpt["counters"]["epoch"])
         target = int(ckpt["counters"]["target_steps"]) if state["kind"] == "continue" else \
             model.num_timesteps + cfg.train.total_timesteps
