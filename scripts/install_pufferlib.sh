@@ -77,10 +77,12 @@ start=$(date +%s)
 PATH="$clean_path" MAX_JOBS=${MAX_JOBS:-2} "$PY" -m pip install -q --no-build-isolation --no-deps -c "$CONSTRAINTS" "$SRC"
 echo "built in $(( $(date +%s) - start ))s"
 
-"$PY" - <<'EOF'
+# Checked from the build folder: importing pufferlib links `resources` into the working folder.
+(cd "$BUILD_DIR" && "$PY" - <<'EOF'
 import pathlib
 import pufferlib, pufferlib.ocean
 from pufferlib import _C  # noqa: F401  the advantage kernel the trainer needs
 n = len(list(pathlib.Path(pufferlib.ocean.__path__[0]).glob("*/binding*.so")))
 print(f"pufferlib {pufferlib.__version__}: {n} Ocean C envs, trainer extension ok")
 EOF
+)

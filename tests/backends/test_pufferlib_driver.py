@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-pytest.importorskip("pufferlib.pufferl", reason="PufferLib is not installed (scripts/install_pufferlib.sh)")
-torch = pytest.importorskip("torch")
+from autopilot.backends.pufferlib import pufferlib_installed
+from autopilot.config import load_config, save_config
 
-from autopilot.config import load_config, save_config  # noqa: E402
+# Located, not imported: importing pufferlib links `resources` into the working folder.
+pytestmark = pytest.mark.skipif(not pufferlib_installed(), reason="PufferLib is not installed "
+                                                                 "(scripts/install_pufferlib.sh)")
 
 INI = """\
 [base]
