@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-Scale = Literal["log", "linear", "int", "pow2", "choice", "bool"]
+Scale = Literal["log", "log0", "log1m", "linear", "int", "intlog", "pow2", "choice", "bool"]
+# How each numeric scale measures distance. A knob acts multiplicatively on a log scale (learning rate,
+# coefficients); `log0` is a log scale whose 0 is an explicit "off" value (ent_coef); `log1m` measures
+# 1 - v on a log scale (gamma, gae_lambda: 0.99 -> 0.995 halves the horizon's complement); `intlog` is an
+# integer that acts multiplicatively (update_epochs).
+LOG_SCALES = ("log", "log0", "log1m", "intlog", "pow2")
+INT_SCALES = ("int", "intlog", "pow2")
+OFF_SHARE = 0.05  # of the unit interval that `log0` gives to its "off" value when sampling
 
 
 def fmt_num(value: Any) -> str:
@@ -23,18 +30,33 @@ def fmt_num(value: Any) -> str:
     return f"{value:.4g}"
 
 
+class Prior(BaseModel):
+    """Where good values usually lie (CleanRL / SB3-zoo / PufferLib defaults): `center` is the standard
+    value, [`low`, `high`] the range most tuned configs fall in. Advisors answer a finding on the knob
+    farthest outside its typical range first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    center: float
+    low: float
+    high: float
+    source: str = ""
+
+
 class ParamSpec(BaseModel):
-    """Type, range and scale of one config key."""
+    """Type, range, scale, prior and doc of one config key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
     scale: Scale
-    low: float | None = None
+    low: float | None = None  # for log0: the smallest value above "off" (0)
     high: float | None = None
     choices: tuple[Any, ...] | None = None
     # Tunable keys form the whitelist advisors may move; the others are range-checked only.
     tunable: bool = True
+    prior: Prior | None = None
+    doc: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -46,8 +68,10 @@ class ParamSpec(BaseModel):
         else:
             if self.low is None or self.high is None or self.low > self.high:
                 raise ValueError(f"{self.key}: needs low <= high, got [{self.low}, {self.high}]")
-            if self.scale in ("log",) and self.low <= 0:
+            if self.scale in ("log", "log0", "intlog") and self.low <= 0:
                 raise ValueError(f"{self.key}: a log scale needs low > 0, got {self.low}")
+            if self.scale == "log1m" and not (self.high < 1):
+                raise ValueError(f"{self.key}: a log(1 - v) scale needs high < 1, got {self.high}")
             if self.scale == "pow2" and (self.low < 1 or not _is_pow2(self.low) or not _is_pow2(self.high)):
                 raise ValueError(f"{self.key}: pow2 bounds must be powers of two")
         return self
@@ -60,10 +84,12 @@ class ParamSpec(BaseModel):
             return value in self.choices  # type: ignore[operator]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
-        if self.scale in ("int", "pow2") and not float(value).is_integer():
+        if self.scale in INT_SCALES and not float(value).is_integer():
             return False
         if self.scale == "pow2" and not _is_pow2(int(value)):
             return False
+        if self.scale == "log0" and value == 0:
+            return True
         return self.low <= value <= self.high  # type: ignore[operator]
 
     def describe(self) -> str:
@@ -71,8 +97,11 @@ class ParamSpec(BaseModel):
             return "true or false"
         if self.scale == "choice":
             return "one of " + ", ".join(str(c) for c in self.choices)  # type: ignore[union-attr]
-        kind = {"log": "log scale", "linear": "linear", "int": "integer", "pow2": "power of two"}[self.scale]
-        return f"[{fmt_num(self.low)}, {fmt_num(self.high)}] ({kind})"
+        kind = {"log": "log scale", "log0": "log scale, 0 = off", "log1m": "log scale of 1 - value",
+                "linear": "linear", "int": "integer", "intlog": "integer, log scale",
+                "pow2": "power of two"}[self.scale]
+        zero = "0 or " if self.scale == "log0" else ""
+        return f"{zero}[{fmt_num(self.low)}, {fmt_num(self.high)}] ({kind})"
 
     def clamp(self, value: Any) -> Any:
         """The nearest valid value: the 'valid alternative' an error suggests, the guard's repair."""
@@ -86,26 +115,62 @@ class ParamSpec(BaseModel):
             v = float(self.low)  # type: ignore[arg-type]
         if not math.isfinite(v):
             v = float(self.low)  # type: ignore[arg-type]
+        if self.scale == "log0" and v <= 0:
+            return 0.0
+        if self.scale == "log0" and v < self.low:  # nearer to off or to the smallest "on" value
+            return 0.0 if v < self.low / 2 else float(self.low)  # type: ignore[arg-type]
         v = min(max(v, self.low), self.high)  # type: ignore[type-var]
-        if self.scale == "int":
+        if self.scale in ("int", "intlog"):
             return int(round(v))
         if self.scale == "pow2":
             return int(2 ** round(math.log2(max(v, 1))))
         return v
 
-    # -- the unit cube, for samplers and the trust region ------------------------------------
+    # -- the scale's own coordinate: distances, trust regions, sampling ----------------------------
+    @property
+    def numeric(self) -> bool:
+        return self.scale not in ("choice", "bool")
+
+    @property
+    def multiplicative(self) -> bool:
+        return self.scale in LOG_SCALES
+
+    def is_off(self, value: Any) -> bool:
+        return self.scale == "log0" and value == 0
+
+    def coord(self, value: float) -> float:
+        """The value in the scale's own coordinate (log for log scales; -log(1-v) for log1m). `off`
+        (0 on log0) sits one factor of 10 below the smallest "on" value."""
+        v = float(value)
+        if self.scale == "log1m":
+            return -math.log(max(1.0 - v, 1e-12))
+        if self.scale == "log0" and v <= 0:
+            return math.log(float(self.low)) - math.log(10.0)  # type: ignore[arg-type]
+        if self.multiplicative:
+            return math.log(max(v, 1e-300))
+        return v
+
+    def from_coord(self, c: float) -> float:
+        if self.scale == "log1m":
+            return 1.0 - math.exp(-c)
+        if self.multiplicative:
+            return math.exp(c)
+        return c
+
     def to_unit(self, value: Any) -> float:
         if self.scale == "bool":
             return 1.0 if value else 0.0
         if self.scale == "choice":
             n = len(self.choices)  # type: ignore[arg-type]
             return self.choices.index(value) / max(n - 1, 1)  # type: ignore[union-attr]
-        lo, hi = float(self.low), float(self.high)  # type: ignore[arg-type]
+        lo, hi = self.coord(self.low), self.coord(self.high)  # type: ignore[arg-type]
         if hi == lo:
             return 0.0
-        if self.scale in ("log", "pow2"):
-            return (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
-        return (float(value) - lo) / (hi - lo)
+        if self.scale == "log0":
+            if value <= 0:
+                return 0.0
+            return OFF_SHARE + (1 - OFF_SHARE) * (self.coord(value) - lo) / (hi - lo)
+        return (self.coord(value) - lo) / (hi - lo)
 
     def from_unit(self, u: float) -> Any:
         u = min(max(float(u), 0.0), 1.0)
@@ -114,16 +179,31 @@ class ParamSpec(BaseModel):
         if self.scale == "choice":
             n = len(self.choices)  # type: ignore[arg-type]
             return self.choices[min(int(round(u * (n - 1))), n - 1)]  # type: ignore[index]
-        lo, hi = float(self.low), float(self.high)  # type: ignore[arg-type]
-        if self.scale in ("log", "pow2"):
-            v = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
-        else:
-            v = lo + u * (hi - lo)
-        return self.clamp(v)
+        if self.scale == "log0":
+            if u < OFF_SHARE:
+                return 0.0
+            u = (u - OFF_SHARE) / (1 - OFF_SHARE)
+        lo, hi = self.coord(self.low), self.coord(self.high)  # type: ignore[arg-type]
+        return self.clamp(self.from_coord(lo + u * (hi - lo)))
 
-    @property
-    def numeric(self) -> bool:
-        return self.scale in ("log", "linear", "int", "pow2")
+    def prior_distance(self, value: Any) -> float:
+        """How far `value` lies outside the prior's typical range, signed (negative: below), in
+        doublings on multiplicative scales (of 1 - v for log1m) and in typical-range widths on linear
+        ones; 0 inside the range or without a prior."""
+        if self.prior is None or not self.numeric or not isinstance(value, (int, float)) or isinstance(value, bool):
+            return 0.0
+        lo, hi = self.prior.low, self.prior.high
+        if lo <= value <= hi:
+            return 0.0
+        edge = lo if value < lo else hi
+        if self.scale == "log0" and (value == 0 or edge == 0):
+            # off versus a typical range that excludes off: as far as one factor of 10 below its low end
+            return -math.log2(10.0) if value == 0 else math.log2(max(value, 1e-12) / max(hi, 1e-12))
+        if self.multiplicative:
+            d = (self.coord(value) - self.coord(edge)) / math.log(2.0)
+        else:
+            d = (float(value) - edge) / max(hi - lo, 1e-12)
+        return d
 
 
 def _is_pow2(x: float) -> bool:
@@ -139,33 +219,33 @@ def spec(key: str, scale: Scale, low: float | None = None, high: float | None = 
     return ParamSpec(key=key, scale=scale, low=low, high=high, choices=choices, tunable=tunable)
 
 
-def trainer_space() -> SearchSpace:
-    """Ranges for the vec/train/policy/autopilot keys (env keys come from the env's registration)."""
-    specs = [
-        spec("vec.num_envs", "int", 1, 4096, tunable=False),
-        spec("vec.num_workers", "int", 1, 256, tunable=False),
-        spec("train.seed", "int", 0, 2**31 - 1, tunable=False),
-        spec("train.total_timesteps", "int", 1, 10**12, tunable=False),
-        spec("train.learning_rate", "log", 1e-5, 1e-1),
-        spec("train.gamma", "linear", 0.8, 0.9999),
-        spec("train.gae_lambda", "linear", 0.5, 1.0),
-        spec("train.update_epochs", "int", 1, 32),
-        spec("train.clip_coef", "linear", 0.01, 1.0),
-        spec("train.vf_coef", "linear", 0.0, 10.0),
-        spec("train.vf_clip_coef", "linear", 0.01, 10.0),
-        spec("train.ent_coef", "linear", 0.0, 0.5),
-        spec("train.max_grad_norm", "linear", 0.05, 10.0),
-        spec("train.bptt_horizon", "pow2", 1, 1024, tunable=False),
-        spec("train.max_minibatch_size", "int", 1, 2**24, tunable=False),
-        spec("train.checkpoint_interval", "int", 1, 10**6, tunable=False),
-        spec("train.anneal_lr", "bool"),
-        spec("train.optimizer", "choice", choices=("adam", "adamw")),
-        spec("policy.hidden_size", "pow2", 8, 1024, tunable=False),
-        spec("policy.num_layers", "int", 1, 8, tunable=False),
-        spec("autopilot.max_run_seconds", "linear", 1.0, 7 * 24 * 3600.0, tunable=False),
-        spec("autopilot.stall_seconds", "linear", 1.0, 24 * 3600.0, tunable=False),
-        spec("autopilot.eval_episodes", "int", 0, 100_000, tunable=False),
-        spec("autopilot.metrics_window", "int", 1, 10_000, tunable=False),
-        spec("autopilot.max_retries", "int", 0, 10, tunable=False),
-    ]
-    return {s.key: s for s in specs}
+def knob(default: Any, doc: str, scale: Scale | None = None, low: float | None = None, high: float | None = None,
+         *, tunable: bool = True, choices: tuple[Any, ...] | None = None,
+         prior: tuple[float, float, float] | None = None, source: str = "") -> Any:
+    """Declare a config key once: the pydantic field (default, doc) with its search-space entry (scale,
+    range, tunable, prior) attached. `space_from_model` turns a model's knobs into ParamSpecs; the
+    config's validation, the guard's whitelist, advisors, notes and `autopilot keys` all read those."""
+    from pydantic import Field
+
+    extra: dict[str, Any] = {"knob": {"scale": scale, "low": low, "high": high, "tunable": tunable,
+                                      "choices": list(choices) if choices else None,
+                                      "prior": list(prior) if prior else None, "source": source}}
+    return Field(default, description=doc, json_schema_extra=extra)
+
+
+def space_from_model(model: type[BaseModel], prefix: str) -> SearchSpace:
+    """The ParamSpecs of every knob declared in `model` (fields made with `knob(...)`), keyed `prefix.name`."""
+    out: SearchSpace = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else None
+        meta = extra.get("knob") if extra else None
+        if not isinstance(meta, dict) or meta.get("scale") is None:
+            continue
+        prior = meta.get("prior")
+        key = f"{prefix}.{name}" if prefix else name
+        out[key] = ParamSpec(key=key, scale=meta["scale"], low=meta.get("low"), high=meta.get("high"),
+                             choices=tuple(meta["choices"]) if meta.get("choices") else None,
+                             tunable=bool(meta.get("tunable", True)), doc=field.description or "",
+                             prior=Prior(center=prior[0], low=prior[1], high=prior[2], source=meta.get("source", ""))
+                             if prior else None)
+    return out

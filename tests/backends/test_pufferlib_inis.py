@@ -103,7 +103,9 @@ def test_sweep_blocks_are_priors_not_limits(config_tree, monkeypatch):
     assert not [v for c in check_config(cfg) for v in c.violations]
     from autopilot.config import config_space
 
-    assert config_space(cfg)["train.learning_rate"].high == 0.001  # the advisors' search prior
+    lr = config_space(cfg)["train.learning_rate"]
+    assert (lr.prior.low, lr.prior.high, lr.prior.center) == (0.0001, 0.001, 0.00025)  # the advisors' prior
+    assert lr.high == 0.1  # the limit stays the knob's own
 
 
 def test_pufferlib_rules_name_key_value_and_alternative(config_tree, monkeypatch):

@@ -57,9 +57,13 @@ def test_invalid_value_is_rejected():
 
 
 def test_out_of_range_number_is_clamped_and_recorded():
+    v = run({"train.ent_coef": 0.9}, base=make_config({"train.ent_coef": 0.3}))
+    assert v.accepted and v.proposal.changes["train.ent_coef"] == 0.5
+    assert any("clamped to 0.5" in r for r in v.repairs)
+    # A negative ent_coef clamps to 0 (off); from 0.12 that is more than one log step, so the trust region refuses.
     v = run({"train.ent_coef": -0.01})
-    assert v.accepted and v.proposal.changes["train.ent_coef"] == 0.0
     assert any("clamped to 0" in r for r in v.repairs)
+    assert not v.accepted and failing(v) == {"trust region"}
 
 
 def test_trust_region_rejects_then_override_allows():

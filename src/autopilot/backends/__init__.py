@@ -38,6 +38,7 @@ class Backend:
     uses_env_registry = True  # env_name must be a registered autopilot env, env.* its params
     passes_unknown_keys = False  # unknown vec/train/policy keys go through to the trainer
     extras_keys: dict[str, type | tuple[type, ...]] = {}  # allowed `extras.*` keys and their types
+    sweeps_are_priors = False  # [sweep.*] blocks: True = the advisors' prior, False = validation limits
 
     # -- config ---------------------------------------------------------------------------------
     def prepare(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -71,10 +72,14 @@ class Backend:
                     f"known: {known}"]
         return type_violation(f"extras.{key}", value, want)
 
+    def env_in_registry(self, cfg: Config) -> bool:
+        """Is `env_name` one of autopilot's registered envs (its params, ranges and agent count known)?"""
+        return self.uses_env_registry
+
     def validate_env(self, cfg: Config) -> None:
         from autopilot.envs.registry import validate_env_params
 
-        if self.uses_env_registry:
+        if self.env_in_registry(cfg):
             cfg.env = validate_env_params(cfg.env_name, cfg.env).model_dump()
 
     # -- invariants, derived values, search space -------------------------------------------------
@@ -89,11 +94,11 @@ class Backend:
         return resolve_builtin(cfg)
 
     def search_space(self, cfg: Config) -> SearchSpace:
+        from autopilot.config.model import trainer_space
         from autopilot.envs.registry import get_env_spec
-        from autopilot.space import trainer_space
 
         space: SearchSpace = dict(trainer_space())
-        if self.uses_env_registry:
+        if self.env_in_registry(cfg):
             space.update(get_env_spec(cfg.env_name).space)
         return space
 

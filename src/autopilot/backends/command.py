@@ -32,9 +32,8 @@ class CommandBackend(Backend):
     description = "your own trainer: autopilot.trainer_command, speaking autopilot's run-folder files"
     passes_unknown_keys = True
 
-    @property
-    def uses_env_registry(self) -> bool:  # type: ignore[override]
-        return False
+    def env_in_registry(self, cfg: Config) -> bool:
+        return is_builtin_env(cfg.env_name)
 
     def check_extra(self, key: str, value: Any) -> list[str]:
         return []  # the trainer's own settings
@@ -45,19 +44,6 @@ class CommandBackend(Backend):
                               "e.g. [\"python\", \"my_trainer.py\", \"--config\", \"{config}\", \"--run-dir\", "
                               "\"{run_dir}\"]")
         super().validate(cfg)
-        if is_builtin_env(cfg.env_name):
-            from autopilot.envs.registry import validate_env_params
-
-            cfg.env = validate_env_params(cfg.env_name, cfg.env).model_dump()
-
-    def search_space(self, cfg: Config) -> SearchSpace:
-        from autopilot.envs.registry import get_env_spec
-        from autopilot.space import trainer_space
-
-        space: SearchSpace = dict(trainer_space())
-        if is_builtin_env(cfg.env_name):
-            space.update(get_env_spec(cfg.env_name).space)
-        return space
 
     def checks(self, cfg: Config, space: SearchSpace, sps: float | None) -> list[Check]:
         if is_builtin_env(cfg.env_name):

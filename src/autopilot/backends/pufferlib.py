@@ -32,7 +32,7 @@ from autopilot.config.invariants import (
 )
 from autopilot.config.model import Config
 from autopilot.errors import ConfigError
-from autopilot.space import SearchSpace, spec, trainer_space
+from autopilot.space import SearchSpace
 
 # Keys of PufferLib 3.0's default.ini that autopilot's models do not have, with their types.
 TYPED_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -95,6 +95,7 @@ class PufferLibBackend(Backend):
     description = "PufferLib 3.0's PuffeRL in a child process; PufferLib's .ini keys and rules"
     uses_env_registry = False
     passes_unknown_keys = True
+    sweeps_are_priors = True
     extras_keys = {
         "package": (str, type(None)), "policy_name": str, "rnn_name": (str, type(None)), "env_names": list,
         "max_suggestion_cost": (int, float), "policy": dict, "rnn": dict, "sweep": dict, "sections": dict,
@@ -112,14 +113,22 @@ class PufferLibBackend(Backend):
 
     def search_space(self, cfg: Config) -> SearchSpace:
         # Hard limits only; the file's [sweep.*] priors are added by config_space for the advisors.
+        from autopilot.config.model import trainer_space
+
         space: SearchSpace = {k: v for k, v in trainer_space().items() if not k.startswith("policy.")}
-        space["train.optimizer"] = spec("train.optimizer", "choice", choices=OPTIMIZERS)
-        # PufferLib's envs are often thousands of env objects, and its horizon need not be a power of two.
-        space["vec.num_envs"] = spec("vec.num_envs", "int", 1, 2**20, tunable=False)
-        space["train.bptt_horizon"] = spec("train.bptt_horizon", "int", 1, 2**16, tunable=False)
-        # Limits are what PufferLib's PPO can run (nmmo3.ini trains at gamma 0.7648); priors come from sweeps.
-        space["train.gamma"] = spec("train.gamma", "linear", 0.0, 1.0)
-        space["train.gae_lambda"] = spec("train.gae_lambda", "linear", 0.0, 1.0)
+        widen = {
+            "train.optimizer": {"choices": OPTIMIZERS},
+            # PufferLib's envs are often thousands of env objects, and its horizon need not be a power of two.
+            "vec.num_envs": {"high": 2**20}, "train.bptt_horizon": {"scale": "int", "high": 2**16},
+            # Limits are what PufferLib's PPO can run (nmmo3.ini trains at gamma 0.7648); priors come from sweeps.
+            "train.gamma": {"scale": "linear", "low": 0.0, "high": 1.0},
+            "train.gae_lambda": {"scale": "linear", "low": 0.0, "high": 1.0},
+            # Tuned PufferLib files go below autopilot's usual floors (connect4.ini: ent_coef 4.2e-05).
+            **{f"train.{k}": {"low": 1e-8} for k in ("learning_rate", "ent_coef", "vf_coef", "clip_coef",
+                                                      "vf_clip_coef", "max_grad_norm")},
+        }
+        for key, update in widen.items():
+            space[key] = space[key].model_copy(update=update)  # keeps each knob's doc and prior
         return space
 
     def checks(self, cfg: Config, space: SearchSpace, sps: float | None) -> list[Check]:

@@ -59,9 +59,8 @@ class SB3Backend(Backend):
     description = "Stable-Baselines3 PPO on a Gymnasium id"
     extras_keys = {"policy": str, "ppo": dict}
 
-    @property
-    def uses_env_registry(self) -> bool:  # type: ignore[override]
-        return False
+    def env_in_registry(self, cfg: Config) -> bool:
+        return is_builtin_env(cfg.env_name)
 
     def prepare(self, data: dict[str, Any]) -> dict[str, Any]:
         # A Gymnasium env's score is its episode return (autopilot's envs keep their own objective).
@@ -83,11 +82,8 @@ class SB3Backend(Backend):
                                f"known: {', '.join(sorted(known - MAPPED))}")
         if bad:
             raise ConfigError(bad)
-        if is_builtin_env(cfg.env_name):
-            from autopilot.envs.registry import validate_env_params
-
-            cfg.env = validate_env_params(cfg.env_name, cfg.env).model_dump()
-            return
+        if self.env_in_registry(cfg):
+            return  # validated by the env registry (super().validate)
         import gymnasium
 
         try:
@@ -122,9 +118,6 @@ class SB3Backend(Backend):
                                                 f"(rule: total_timesteps ≥ n_steps × n_envs); use at least {rollout}"])
         return [check_ranges(cfg, space), rollout_check, steps, check_device(cfg), check_runtime(cfg, sps)]
 
-    def search_space(self, cfg: Config) -> SearchSpace:
-        return super().search_space(cfg) if is_builtin_env(cfg.env_name) else _trainer_space()
-
     def resolve(self, cfg: Config) -> Config:
         out = cfg.model_copy(deep=True)
         out.train.minibatch_size = self._minibatch(cfg)
@@ -140,12 +133,6 @@ class SB3Backend(Backend):
     def argv_template(self, cfg: Config) -> list[str]:
         return [sys.executable, "-m", "autopilot.backends.sb3", "--config", "{config}", "--run-dir", "{run_dir}",
                 "--resume", "{resume}"]
-
-
-def _trainer_space() -> SearchSpace:
-    from autopilot.space import trainer_space
-
-    return dict(trainer_space())
 
 
 SB3 = register_backend(SB3Backend())

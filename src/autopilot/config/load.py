@@ -14,7 +14,7 @@ from autopilot.config.model import Config
 from autopilot.config.overrides import apply_overrides
 from autopilot.envs.registry import pydantic_violations
 from autopilot.errors import AutopilotError, ConfigError
-from autopilot.space import ParamSpec, SearchSpace
+from autopilot.space import ParamSpec, Prior, SearchSpace
 
 PROFILES = ("quick", "full")
 
@@ -117,10 +117,12 @@ _SWEEP_SCALES = {
 
 
 def config_space(cfg: Config) -> SearchSpace:
-    """The search space for this config: its backend's ranges (trainer + env) + its `sweep` overrides."""
+    """The search space for this config: its backend's ranges (trainer + env) + its `sweep` blocks, which
+    replace a key's range, or (for backends whose sweeps are priors, PufferLib's) become its prior."""
     from autopilot.backends import get_backend
 
-    space: SearchSpace = get_backend(cfg.backend).search_space(cfg)
+    backend = get_backend(cfg.backend)
+    space: SearchSpace = backend.search_space(cfg)
     for key, sweep in cfg.sweep.items():
         scale = _SWEEP_SCALES.get(sweep.distribution)
         if scale is None:
@@ -130,7 +132,14 @@ def config_space(cfg: Config) -> SearchSpace:
         if base is not None and base.scale in ("int", "pow2") and scale in ("linear", "log"):
             scale = base.scale  # an integer knob stays integer whatever the distribution's name
         try:
-            space[key] = ParamSpec(key=key, scale=scale, low=sweep.min, high=sweep.max)
+            if backend.sweeps_are_priors:
+                center = sweep.mean if sweep.mean is not None and sweep.min <= sweep.mean <= sweep.max else \
+                    (sweep.min + sweep.max) / 2
+                prior = Prior(center=center, low=sweep.min, high=sweep.max, source="the file's [sweep] block")
+                space[key] = (base.model_copy(update={"prior": prior}) if base is not None else
+                              ParamSpec(key=key, scale=scale, low=sweep.min, high=sweep.max, prior=prior))
+            else:
+                space[key] = ParamSpec(key=key, scale=scale, low=sweep.min, high=sweep.max)
         except ValidationError as exc:
             raise ConfigError(f"sweep.{key} is invalid: {exc.errors()[0]['msg']}") from None
     return space

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autopilot.backends import backend_of, get_backend
+from autopilot.space import SearchSpace, knob, space_from_model
 
 
 class Section(BaseModel):
@@ -27,9 +28,14 @@ class OpenSection(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+# Each knob is declared once, here: default and one-line doc (the pydantic field), scale, range, whether
+# advisors may tune it, and its prior (standard value, typical range). The search space
+# (`autopilot.config.load.config_space`), the guard, the advisors, the notes and `autopilot keys` derive
+# from these declarations.
 class VecConfig(OpenSection):
-    num_envs: int = 2  # env objects
-    num_workers: int | Literal["auto"] = 1  # processes stepping them (1 = in-process; auto: PufferLib's)
+    num_envs: int = knob(2, "env objects stepped per rollout", "int", 1, 4096, tunable=False)
+    num_workers: int | Literal["auto"] = knob(1, "processes stepping the env objects (1 = in-process; auto: "
+                                                 "PufferLib's, one per env)", "int", 1, 256, tunable=False)
     # serial/multiprocessing: every backend; ray/pufferenv: PufferLib's other vectorisations.
     backend: Literal["serial", "multiprocessing", "ray", "pufferenv"] = "serial"
 
@@ -40,32 +46,43 @@ class VecConfig(OpenSection):
         return v.lower() if isinstance(v, str) else v
 
 
+_PPO = "CleanRL / SB3 / PufferLib PPO defaults and tuned configs"
+
+
 class TrainConfig(OpenSection):
     device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
-    seed: int = 1
+    seed: int = knob(1, "RNG seed; runs differing only in it measure the noise band", "int", 0, 2**31 - 1,
+                     tunable=False)
     torch_deterministic: bool = True
-    total_timesteps: int = 1_000_000
-    learning_rate: float = 3e-3
-    anneal_lr: bool = True
-    optimizer: Literal["adam", "adamw", "muon"] = "adam"  # muon: PufferLib's (heavyball)
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    update_epochs: int = 4
-    clip_coef: float = 0.2
-    vf_coef: float = 0.5
-    vf_clip_coef: float = 0.2
-    ent_coef: float = 0.01
-    max_grad_norm: float = 0.5
-    bptt_horizon: int = 32
+    total_timesteps: int = knob(1_000_000, "agent-steps to train in this run", "int", 1, 10**12, tunable=False)
+    learning_rate: float = knob(3e-3, "Adam step size", "log", 1e-5, 1e-1, prior=(1e-3, 1e-4, 1e-2), source=_PPO)
+    anneal_lr: bool = knob(True, "linearly anneal the learning rate to 0 over the run", "bool")
+    # muon: PufferLib's (heavyball); the pufferlib backend's search space offers it.
+    optimizer: Literal["adam", "adamw", "muon"] = knob("adam", "the optimizer", "choice", choices=("adam", "adamw"))
+    gamma: float = knob(0.99, "discount factor; 1 - gamma is the inverse horizon", "log1m", 0.8, 0.9999,
+                        prior=(0.99, 0.95, 0.999), source=_PPO)
+    gae_lambda: float = knob(0.95, "GAE lambda: bias/variance trade-off of the advantages", "log1m", 0.5, 0.999,
+                             prior=(0.95, 0.9, 0.99), source=_PPO)
+    update_epochs: int = knob(4, "passes over each batch", "intlog", 1, 32, prior=(4, 1, 10), source=_PPO)
+    clip_coef: float = knob(0.2, "PPO's policy-ratio clip", "log", 0.01, 1.0, prior=(0.2, 0.1, 0.3), source=_PPO)
+    vf_coef: float = knob(0.5, "weight of the value loss", "log0", 0.01, 10.0, prior=(0.5, 0.25, 2.0), source=_PPO)
+    vf_clip_coef: float = knob(0.2, "clip of the value update", "log", 0.01, 10.0, prior=(0.2, 0.1, 1.0),
+                               source=_PPO)
+    ent_coef: float = knob(0.01, "weight of the entropy bonus (0 = off)", "log0", 1e-4, 0.5,
+                           prior=(0.01, 0.0, 0.02), source=_PPO)
+    max_grad_norm: float = knob(0.5, "global gradient-norm clip", "log", 0.05, 10.0, prior=(0.5, 0.3, 2.0),
+                                source=_PPO)
+    bptt_horizon: int = knob(32, "steps per segment (rollout length per agent)", "pow2", 1, 1024, tunable=False)
     batch_size: int | Literal["auto"] = "auto"
     minibatch_size: int | Literal["auto"] = "auto"
-    max_minibatch_size: int = 32768
-    checkpoint_interval: int = 50  # epochs between periodic checkpoints
+    max_minibatch_size: int = knob(32768, "larger minibatches are accumulated in chunks of this size", "int", 1,
+                                   2**24, tunable=False)
+    checkpoint_interval: int = knob(50, "epochs between periodic checkpoints", "int", 1, 10**6, tunable=False)
 
 
 class PolicyConfig(OpenSection):
-    hidden_size: int = 64
-    num_layers: int = 2
+    hidden_size: int = knob(64, "width of each hidden layer", "pow2", 8, 1024, tunable=False)
+    num_layers: int = knob(2, "hidden layers", "int", 1, 8, tunable=False)
 
 
 class AutopilotConfig(Section):
@@ -73,11 +90,16 @@ class AutopilotConfig(Section):
     resume_from: str = "latest"  # latest | best | a checkpoint path
     save_strategy: Literal["best", "latest", "all"] = "best"
     objective: str = "success_rate"
-    max_run_seconds: float = 900.0
-    stall_seconds: float = 120.0
-    eval_episodes: int = 64  # deterministic evaluation episodes at the end of a run (0 = none)
-    metrics_window: int = 10  # epochs in the tail window that summaries and "best" are judged on
-    max_retries: int = 1  # a crashed trainer is retried this many times from its latest checkpoint
+    max_run_seconds: float = knob(900.0, "wall budget of one run; the watchdog stops it past this", "linear", 1.0,
+                                  7 * 24 * 3600.0, tunable=False)
+    stall_seconds: float = knob(120.0, "no new metrics for this long: the run is stalled", "linear", 1.0,
+                                24 * 3600.0, tunable=False)
+    eval_episodes: int = knob(64, "deterministic evaluation episodes at the end of a run (0 = none)", "int", 0,
+                              100_000, tunable=False)
+    metrics_window: int = knob(10, "epochs in the tail window that summaries and best are judged on", "int", 1,
+                               10_000, tunable=False)
+    max_retries: int = knob(1, "a crashed trainer is retried this many times from its latest checkpoint", "int", 0,
+                            10, tunable=False)
     # A user's own trainer: argv with {config}, {run_dir}, {resume} placeholders; None = the built-in one.
     trainer_command: list[str] | None = None
 
@@ -113,3 +135,15 @@ class Config(Section):
         # Unknown keys, typed extras, and the env's params (its defaults filled) per the backend.
         get_backend(self.backend).validate(self)
         return self
+
+
+SECTIONS: dict[str, type[BaseModel]] = {"vec": VecConfig, "train": TrainConfig, "policy": PolicyConfig,
+                                      "autopilot": AutopilotConfig}
+
+
+def trainer_space() -> SearchSpace:
+    """The ParamSpecs of every knob of the vec/train/policy/autopilot sections (env keys come from the env)."""
+    space: SearchSpace = {}
+    for prefix, model in SECTIONS.items():
+        space.update(space_from_model(model, prefix))
+    return space

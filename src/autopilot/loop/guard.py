@@ -47,16 +47,24 @@ class TrustRegion:
         if not spec.numeric or not is_finite_number(old):
             return None
         lo, hi = float(spec.low), float(spec.high)  # type: ignore[arg-type]
-        if spec.scale in ("log", "pow2"):
+        if spec.is_off(old):
+            # From "off" the one move is to the standard value (the prior's center), not a share of the range.
+            return 0.0, on_value(spec)
+        if spec.multiplicative:
             if old <= 0:
                 return lo, hi
-            a, b = old / self.log_factor, old * self.log_factor
-        else:
-            w = self.linear_frac * (hi - lo)
-            a, b = old - w, old + w
-            if spec.scale == "int":  # whole steps inside the region, at least one
-                w = max(1.0, w)
-                a, b = math.ceil(old - w - 1e-9), math.floor(old + w + 1e-9)
+            c, d = spec.coord(old), math.log(self.log_factor)
+            a, b = sorted((spec.from_coord(c - d), spec.from_coord(c + d)))
+            if spec.scale == "intlog":
+                a, b = min(math.floor(a + 1e-9), old - 1), max(math.ceil(b - 1e-9), old + 1)
+            if spec.scale == "log0" and a < lo:
+                a = 0.0  # a step down past the smallest "on" value turns the term off
+            return max(a, lo if spec.scale != "log0" else 0.0), min(b, hi)
+        w = self.linear_frac * (hi - lo)
+        a, b = old - w, old + w
+        if spec.scale == "int":  # whole steps inside the region, at least one
+            w = max(1.0, w)
+            a, b = math.ceil(old - w - 1e-9), math.floor(old + w + 1e-9)
         return max(a, lo), min(b, hi)
 
     def allows(self, spec: ParamSpec, old: Any, new: Any) -> bool:
@@ -67,13 +75,23 @@ class TrustRegion:
         return span[0] - tol <= new <= span[1] + tol
 
     def rule(self, spec: ParamSpec) -> str:
-        if spec.scale in ("log", "pow2"):
-            return f"×{self.log_factor:g}/÷{self.log_factor:g} per step ({spec.scale} scale)"
+        if spec.scale == "log1m":
+            return f"1 - value ×{self.log_factor:g}/÷{self.log_factor:g} per step (log1m scale)"
+        if spec.multiplicative:
+            off = f"; from 0 (off) only to {fmt_num(on_value(spec))}" if spec.scale == "log0" else ""
+            return f"×{self.log_factor:g}/÷{self.log_factor:g} per step ({spec.scale} scale{off})"
         w = self.linear_frac * (float(spec.high) - float(spec.low))  # type: ignore[arg-type]
         return f"±{self.linear_frac:.0%} of the range = ±{fmt_num(max(w, 1) if spec.scale == 'int' else w)} per step"
 
 
 TRUST = TrustRegion()
+
+
+def on_value(spec: ParamSpec) -> float:
+    """The value a `log0` knob takes when it is switched on: its prior's standard value."""
+    if spec.prior is not None and spec.prior.center > 0:
+        return spec.prior.center
+    return float(spec.low) * 10  # type: ignore[arg-type]
 
 
 

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from autopilot.atomic import atomic_write_bytes, atomic_write_text
 from autopilot.config import config_space, flatten
+from autopilot.config.model import trainer_space
 from autopilot.errors import AutopilotError, WorkspaceError
 from autopilot.loop.commands import changed_knobs, ledger_objective
 from autopilot.loop.ledger import ensure_summaries, read_best
@@ -31,7 +32,7 @@ from autopilot.loop.records import NoiseBand, RunRecord
 from autopilot.loop.sanity import best_of, record_score, suspect_reasons
 from autopilot.loop.trends import noise_band
 from autopilot.loop.workspace import iso_now, load_history, open_workspace, read_state
-from autopilot.space import SearchSpace, fmt_num, trainer_space
+from autopilot.space import SearchSpace, fmt_num
 
 PLOT_FILES = ("curves.png", "trainer_stats.png", "scores.png", "knobs.png")
 TRAINER_STATS = ("approx_kl", "clipfrac", "entropy")
@@ -273,7 +274,7 @@ def plot_knobs(ledger: Ledger, knobs: list[tuple[str, list[tuple[RunView, Any]]]
         if best_xy:
             ax.scatter([best_xy[0][0]], [best_xy[0][1]], marker="*", s=260, facecolors="none", edgecolors="goldenrod",
                        linewidths=1.6, zorder=4)
-        if numeric and ledger.space[key].scale == "log" and min(xs) > 0:
+        if numeric and ledger.space[key].multiplicative and min(xs) > 0:
             ax.set_xscale("log")
         ax.margins(0.12)  # points (and the best star) at the edge stay inside the frame
         ax.set_title(f"{key} ({ledger.space[key].scale})", fontsize=9)

@@ -3,12 +3,13 @@ resume policy (never from a suspect or broken run), the runtime budget and seed 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
 from autopilot.config.invariants import derive_batch
 from autopilot.config.overrides import flatten
-from autopilot.loop.guard import BROKEN_STATUSES, TRUST, TrustRegion
+from autopilot.loop.guard import BROKEN_STATUSES, TRUST, TrustRegion, on_value
 from autopilot.loop.records import AdvisorContext, Proposal, RunRecord
 from autopilot.loop.sanity import is_suspect, trusted_score
 from autopilot.loop.trends import SEED_KEY, material_config
@@ -55,7 +56,7 @@ def tunable(ctx: AdvisorContext) -> dict[str, ParamSpec]:
 def _tidy(spec: ParamSpec, value: float, span: tuple[float, float]) -> Any:
     """4 significant digits when that stays inside the span; integers for integer scales."""
     value = spec.clamp(min(max(value, span[0]), span[1]))
-    if spec.scale in ("int", "pow2"):
+    if spec.scale in ("int", "intlog", "pow2"):
         return value
     short = float(f"{value:.4g}")
     return short if span[0] <= short <= span[1] else value
@@ -64,7 +65,9 @@ def _tidy(spec: ParamSpec, value: float, span: tuple[float, float]) -> Any:
 def step(spec: ParamSpec, old: Any, direction: str, *, factor: float | None = None, fraction: float = 1.0,
          trust: TrustRegion = TRUST) -> Any:
     """One move of `old` up or down: by `factor` (×) when given and meaningful, else `fraction` of a
-    trust-region step; always inside the trust region and the range. Returns `old` if it cannot move."""
+    trust-region step on the knob's own scale; always inside the trust region and the range. A `log0`
+    knob goes from off to its standard value and below its smallest value to off. Returns `old` if it
+    cannot move."""
     if spec.scale == "bool":
         return not old
     if spec.scale == "choice":
@@ -75,16 +78,22 @@ def step(spec: ParamSpec, old: Any, direction: str, *, factor: float | None = No
     if span is None:
         return old
     up = direction == "up"
-    if factor is not None and old not in (0, None) and factor > 0:
+    if spec.is_off(old):
+        return on_value(spec) if up else old
+    if spec.multiplicative:
+        c = spec.coord(old)
+        size = math.log(factor if factor and factor > 0 else trust.log_factor ** fraction)
+        new = spec.from_coord(c + (abs(size) if up else -abs(size)))
+        if spec.scale == "log0" and not up and new < float(spec.low):  # type: ignore[arg-type]
+            return 0.0 if span[0] == 0 else _tidy(spec, float(spec.low), span)  # type: ignore[arg-type]
+    elif factor is not None and old not in (0, None) and factor > 0:
         f = factor if (factor >= 1) == up else 1 / factor
         new = old * f
-    elif spec.scale in ("log", "pow2"):
-        new = old * trust.log_factor ** (fraction if up else -fraction)
     else:
         w = (span[1] if up else span[0]) - old
         new = old + fraction * w
     new = _tidy(spec, new, span)
-    if spec.scale == "int" and new == old:  # an integer knob moves at least by one when it can
+    if spec.scale in ("int", "intlog") and new == old:  # an integer knob moves at least by one when it can
         new = _tidy(spec, old + (1 if up else -1), span)
     return new
 
