@@ -32,6 +32,7 @@ from typing import Any
 
 from autopilot.atomic import append_text
 from autopilot.config.model import Config
+from autopilot.errors import AutopilotError
 from autopilot.summary import TrainerSummary, write_summary
 from autopilot.trainer.metrics import TailWindow, row_json
 
@@ -247,6 +248,9 @@ class Driver:
             self._save(resumable=self.status != "completed")
         except KeyboardInterrupt:
             self.status, self.error = "interrupted", "stopped by a second signal (no checkpoint saved)"
+        except AutopilotError as exc:  # a checkpoint or config that cannot be used: one line, no traceback
+            self.status, self.error = "failed", str(exc)
+            self._log(f"error: {exc}")
         except BaseException as exc:
             self.status, self.error = "crashed", "".join(traceback.format_exception(exc))[-4000:]
             raise
@@ -291,9 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--config and --run-dir are required")
     from autopilot.config import ensure_valid, load_config
 
-    cfg = ensure_valid(load_config(ns.config))
+    try:
+        cfg = ensure_valid(load_config(ns.config))
+    except AutopilotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ns.run_dir.mkdir(parents=True, exist_ok=True)
-    summary = Driver(cfg, ns.run_dir.resolve(), ns.resume).run()
+    resume = str(Path(ns.resume).resolve()) if ns.resume else None  # the driver works inside the run folder
+    summary = Driver(cfg, ns.run_dir.resolve(), resume).run()
     return 0 if summary.status in ("completed", "interrupted") else 2
 
 

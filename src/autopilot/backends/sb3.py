@@ -288,8 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", default=None)
     ns = parser.parse_args(argv)
     from autopilot.config import ensure_valid, load_config
+    from autopilot.errors import AutopilotError
 
-    return run_sb3(ensure_valid(load_config(ns.config)), ns.run_dir, ns.resume)
+    try:
+        return run_sb3(ensure_valid(load_config(ns.config)), ns.run_dir, ns.resume)
+    except AutopilotError as exc:  # a config or checkpoint that cannot be used: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
