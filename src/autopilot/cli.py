@@ -82,6 +82,41 @@ def validate(
 
 @app.command()
 @_guarded
+def keys(
+    key: str | None = typer.Argument(None, help="One dotted key (e.g. train.ent_coef), or a section (train)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Config whose env keys and sweep ranges to show."),
+) -> None:
+    """Every config knob with its doc, default, range, scale, prior and whether advisors may tune it."""
+    from rich.table import Table
+
+    from autopilot.config import load_config
+    from autopilot.config.load import config_space
+    from autopilot.config.model import Config
+    from autopilot.config.overrides import flatten
+    from autopilot.errors import ConfigError
+    from autopilot.space import fmt_num
+
+    cfg = load_config(config) if config is not None else Config()
+    space, values = config_space(cfg), flatten(cfg.model_dump(exclude={"sweep"}))
+    shown = [k for k in space if key is None or k == key or k.startswith(f"{key}.")]
+    if not shown:
+        import difflib
+
+        close = difflib.get_close_matches(key or "", list(space), n=3)
+        raise ConfigError(f"{key!r} is not a declared knob; " + (f"did you mean {', '.join(close)}?" if close
+                                                                  else "run `autopilot keys` for the list"))
+    table = Table(title="knobs (declared once in autopilot.config.model / the env's params)", show_lines=False)
+    for col in ("key", "value", "range (scale)", "prior: standard [typical]", "tunable", "doc"):
+        table.add_column(col, overflow="fold")
+    for k in shown:
+        s = space[k]
+        prior = f"{fmt_num(s.prior.center)} [{fmt_num(s.prior.low)}, {fmt_num(s.prior.high)}]" if s.prior else ""
+        table.add_row(k, fmt_num(values.get(k)), s.describe(), prior, "yes" if s.tunable else "no", s.doc)
+    console.print(table)
+
+
+@app.command()
+@_guarded
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Config file or profile name."),
     run_dir: Path = typer.Option(..., "--run-dir", help="Folder for train.log, metrics.jsonl, summary."),

@@ -45,7 +45,7 @@ def test_seeds_topology_passes_with_its_arithmetic():
         ({"train.minibatch_size": 28672 // 7 * 1, "train.bptt_horizon": 16}, None, []),  # 4096: valid
         ({"train.max_minibatch_size": 5000}, "minibatch", ["whole chunks", "max_minibatch_size 4096"]),
         ({"train.total_timesteps": 1000}, "timesteps", ["train.total_timesteps=1000", "use at least 28672"]),
-        ({"train.ent_coef": -1}, "ranges", ["train.ent_coef=-1", "[0, 0.5]", "use e.g. 0"]),
+        ({"train.ent_coef": -1}, "ranges", ["train.ent_coef=-1", "0 or [0.0001, 0.5]", "use e.g. 0"]),
         ({"train.learning_rate": 5.0}, "ranges", ["train.learning_rate=5", "log scale", "use e.g. 0.1"]),
         ({"train.update_epochs": 0}, "ranges", ["train.update_epochs=0", "integer"]),
         ({"train.bptt_horizon": 24}, "ranges", ["train.bptt_horizon=24", "power of two"]),

@@ -25,7 +25,9 @@ BASE_CONFIG: dict[str, Any] = {
     "train": {"device": "cpu", "seed": 1, "bptt_horizon": 16, "total_timesteps": 10_000_000,
               "learning_rate": 0.0025, "ent_coef": 0.01, "update_epochs": 12, "vf_coef": 2.0,
               "max_minibatch_size": 32768},
-    "autopilot": {"resume_mode": "continue", "resume_from": "latest", "max_run_seconds": 3600.0},
+    # Fresh starts by default: runs that differ in a knob are then controlled comparisons (a warm-start
+    # chain is not; tests that need one say so).
+    "autopilot": {"resume_mode": "fresh", "resume_from": "latest", "max_run_seconds": 3600.0},
 }
 HEALTHY_METRICS: dict[str, Any] = {"success_rate": 0.30, "mean_reward": 12.0, "collision_rate": 0.002,
                                    "oob_rate": 0.10, "episode_length": 150.0, "episodes": 1000}
@@ -51,7 +53,7 @@ def make_record(run_id: str, overrides: dict[str, Any] | None = None, *, metrics
                 trainer: dict[str, Any] | None = None, status: str = "completed", score: Any = AUTO,
                 suspect: bool | None = None, sps: float | None = 125_000.0, curve: list[dict] | None = None,
                 summary: bool | None = None, error: str | None = None, utilisation: dict | None = None,
-                run_dir: Path | None = None) -> RunRecord:
+                run_dir: Path | None = None, resume: dict[str, Any] | None = None) -> RunRecord:
     """One run. `metrics`/`trainer` are merged over the healthy defaults; `summary=False` (the default
     for status crashed) leaves trainer_summary None; `score`/`suspect` default to what the runner computes."""
     cfg = make_config(overrides)
@@ -75,7 +77,7 @@ def make_record(run_id: str, overrides: dict[str, Any] | None = None, *, metrics
         score = score_of(ts, objective)
     flagged = bool(reasons) if suspect is None else suspect
     ls = LoopSummary(run_id=run_id, status=status, objective=objective, score=score, suspect=flagged,
-                     suspect_reasons=reasons if flagged else [], error=error)
+                     suspect_reasons=reasons if flagged else [], error=error, resume=resume or {})
     return RunRecord(run_id=run_id, run_dir=run_dir or Path("runs") / run_id, config=cfg,
                      raw_config=cfg.model_dump(), trainer_summary=ts, loop_summary=ls, curve=curve or [])
 

@@ -73,8 +73,10 @@ def test_trust_region_rejects_then_override_allows():
     beyond = run({"env.num_drones": 12}, base=make_config({"sweep.env.num_drones": {
         "distribution": "int_uniform", "min": 1, "max": 16}}))
     assert not beyond.accepted and "use a value in [5, 11]" in beyond.reasons[0]
-    lin = run({"train.ent_coef": 0.40})  # ±25% of [0, 0.5] = ±0.125
-    assert not lin.accepted and "±25% of the range = ±0.125" in lin.reasons[0]
+    lin = run({"env.penalty_collision": 1.8})  # ±25% of [0, 2] = ±0.5 around 1.0
+    assert not lin.accepted and "±25% of the range = ±0.5" in lin.reasons[0]
+    log0 = run({"train.ent_coef": 0.40})  # 0.12 × 2 = 0.24 at most
+    assert not log0.accepted and "×2/÷2 per step (log0 scale" in log0.reasons[0] and "[0.06, 0.24]" in log0.reasons[0]
     ok = run({"train.learning_rate": 0.02}, trust_region_override="revert to the best-known lr")
     assert ok.accepted and "override" in next(c.detail for c in ok.checks if c.name == "trust region")
 
@@ -82,8 +84,13 @@ def test_trust_region_rejects_then_override_allows():
 def test_trust_region_intervals():
     space = config_space(BASE)
     assert TRUST.interval(space["train.learning_rate"], 0.0025) == (0.00125, 0.005)
-    assert TRUST.interval(space["train.ent_coef"], 0.01) == (0.0, 0.135)
-    assert TRUST.interval(space["train.update_epochs"], 12) == (5, 19)
+    assert TRUST.interval(space["train.ent_coef"], 0.01) == (0.005, 0.02)  # log scale: ×2/÷2
+    assert TRUST.interval(space["train.ent_coef"], 0.0) == (0.0, 0.01)  # from off: only to the standard value
+    assert TRUST.interval(space["train.ent_coef"], 0.00015) == (0.0, 0.0003)  # below the smallest on-value: off
+    assert TRUST.interval(space["train.update_epochs"], 12) == (6, 24)  # intlog: ×2/÷2
+    assert TRUST.interval(space["train.update_epochs"], 1) == (1, 2)
+    lo, hi = TRUST.interval(space["train.gamma"], 0.99)  # log1m: 1 - gamma ×2/÷2
+    assert abs(lo - 0.98) < 1e-12 and abs(hi - 0.995) < 1e-12
     assert TRUST.interval(space["train.optimizer"], "adam") is None
 
 
@@ -127,17 +134,39 @@ def test_runtime_budget_shrinks_total_timesteps_or_rejects():
 
 def test_accidental_repeat_is_rejected_and_seed_repeat_allowed():
     hist = history()
-    v = run({"train.ent_coef": 0.01, "train.learning_rate": 0.0025}, hist=hist)  # = run 0's config
+    v = run({"train.ent_coef": 0.01, "train.learning_rate": 0.0025}, hist=hist, resume_mode="fresh",
+            trust_region_override="back to run 0")  # = run 0's config, fresh like it
     assert not v.accepted and failing(v) == {"no repeat"}
     assert f"repeats run {rid(0)} exactly" in v.reasons[0] and "seed_repeat=true with train.seed=2" in v.reasons[0]
-    ok = run({"train.seed": 2}, hist=hist, seed_repeat=True)
+    ok = run({"train.seed": 2}, hist=hist, seed_repeat=True, resume_mode="fresh")
     assert ok.accepted, ok.reasons
+
+
+def test_a_warm_start_is_not_a_repeat():
+    """Same knobs from a newer checkpoint is a new experiment: keep training, or revert to the best
+    run's config and warm-start from its checkpoint (issue: the guard turned that into a fresh seed repeat)."""
+    best = make_record(rid(0), {"train.ent_coef": 0.01, "autopilot.resume_mode": "continue",
+                                "autopilot.resume_from": "best"}, metrics={"success_rate": 0.31},
+                       resume={"mode": "continue", "from": "best", "source_run": "2025-01-01T000000Z"})
+    latest = make_record(rid(1), {"train.ent_coef": 0.02, "autopilot.resume_mode": "continue",
+                                  "autopilot.resume_from": "best"}, metrics={"success_rate": 0.10},
+                         resume={"mode": "continue", "from": "best", "source_run": rid(0)})
+    base = make_config({"train.ent_coef": 0.02, "autopilot.resume_mode": "continue",
+                        "autopilot.resume_from": "best"})
+    revert = run({"train.ent_coef": 0.01}, base=base, hist=[best, latest], best=best, resume_from="best")
+    assert revert.accepted, revert.reasons
+    assert "a warm start from run " + rid(0) in next(c.detail for c in revert.checks if c.name == "no repeat")
+    keep = run({}, base=base, hist=[best, latest], best=best, resume_from="latest")
+    assert keep.accepted, keep.reasons
+    # The same knobs from the same checkpoint again is a repeat.
+    again = run({}, base=base, hist=[best, latest], best=best, resume_from="best")
+    assert not again.accepted and f"repeats run {rid(1)} exactly" in again.reasons[0]
 
 
 def test_seed_repeat_must_repeat_a_ledger_config():
     v = run({"train.seed": 7, "train.ent_coef": 0.07}, seed_repeat=True)
     assert not v.accepted and "matches no run in the ledger apart from train.seed" in v.reasons[0]
-    same_seed = run({}, seed_repeat=True)  # same seed as the latest run: an exact repeat
+    same_seed = run({}, seed_repeat=True, resume_mode="fresh")  # same seed, same start as the latest run: a repeat
     assert not same_seed.accepted and "use train.seed=2" in same_seed.reasons[0]
 
 

@@ -44,8 +44,22 @@ class BatchArithmetic:
         return "×".join(str(f) for f in self.factors) + f" = {self.batch:,}"
 
 
+MAX_BATCH = 2**40  # far above any real batch; beyond it the ranges check has already failed
+
+
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0] if n > 0 else []
+    """All divisors of n, ascending, in O(√n) (a fuzzed topology can make n ~1e13)."""
+    if n <= 0:
+        return []
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def derive_batch(cfg: Config) -> BatchArithmetic:
@@ -220,8 +234,8 @@ def builtin_checks(cfg: Config, space: SearchSpace, *, sps: float | None = None)
     seg, arith = check_segments(cfg)
     checks.append(seg)
     batch = (arith.batch if cfg.train.batch_size == "auto" else int(cfg.train.batch_size)) if arith else None
-    if batch is not None and batch < 1:
-        batch = None
+    if batch is not None and not 1 <= batch <= MAX_BATCH:
+        batch = None  # out-of-range topology keys already fail `ranges`; no arithmetic on absurd sizes
     checks += [check_minibatch(cfg, batch), check_timesteps(cfg, batch), check_device(cfg),
                check_runtime(cfg, sps)]
     return checks

@@ -63,10 +63,10 @@ from __future__ import annotations
 
 import numpy as np
 from gymnasium import spaces
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from autopilot.envs.registry import EnvSpec, register_env
-from autopilot.space import spec
+from autopilot.space import knob, space_from_model
 
 ARENA = 1.0  # half-width of the square arena
 SPAWN_HALF = 0.9  # drones spawn in [-0.9, 0.9]²
@@ -79,26 +79,34 @@ _RESAMPLE_ROUNDS = 4  # spawn rounds: check, redraw the crowded ones, check agai
 
 
 class DroneDeliveryParams(BaseModel):
+    """Each env knob declared once: default, doc, range, scale, tunable (the env's search space derives
+    from these). Physics and geometry define the task (an advisor moving them would change the problem,
+    not solve it), so only the reward-shaping coefficients are tunable."""
+
     model_config = ConfigDict(extra="forbid")
 
-    num_envs: int = Field(4, ge=1, le=65536)  # arenas in one env object
-    num_drones: int = Field(8, ge=1, le=64)  # drones (agents) per arena
-    max_steps: int = Field(200, ge=1, le=10_000)  # time limit (truncation) per episode
-    num_neighbors: int = Field(2, ge=0, le=8)  # nearest other drones in the observation
-    accel: float = Field(0.025, gt=0.0, le=1.0)  # velocity change per step at full thrust, per axis
-    drag: float = Field(0.5, ge=0.0, lt=1.0)  # fraction of velocity lost per step
-    max_speed: float = Field(0.05, gt=0.0, le=1.0)  # speed cap (arena half-widths per step)
-    pickup_radius: float = Field(0.05, gt=0.0, le=1.0)
-    pickup_max_speed: float = Field(0.01, gt=0.0, le=1.0)  # at most this fast to pick up
-    drop_radius: float = Field(0.05, gt=0.0, le=1.0)
-    drop_max_speed: float = Field(0.01, gt=0.0, le=1.0)  # at most this fast to deliver
-    collision_radius: float = Field(0.05, ge=0.0, le=1.0)
-    collision_ends_episode: bool = True  # a collision is a crash: both episodes end (else: per-step penalty)
-    reward_progress: float = Field(1.0, ge=0.0, le=100.0)
-    reward_pickup: float = Field(1.0, ge=0.0, le=100.0)
-    reward_delivery: float = Field(2.0, ge=0.0, le=100.0)
-    penalty_collision: float = Field(1.0, ge=0.0, le=100.0)
-    penalty_oob: float = Field(1.0, ge=0.0, le=100.0)
+    num_envs: int = knob(4, "arenas in one env object", "int", 1, 65536, tunable=False)
+    num_drones: int = knob(8, "drones (agents) per arena", "int", 1, 64, tunable=False)
+    max_steps: int = knob(200, "time limit (truncation) per episode", "int", 1, 10_000, tunable=False)
+    num_neighbors: int = knob(2, "nearest other drones in the observation", "int", 0, 8, tunable=False)
+    accel: float = knob(0.025, "velocity change per step at full thrust, per axis", "linear", 0.001, 1.0,
+                        tunable=False)
+    drag: float = knob(0.5, "fraction of velocity lost per step", "linear", 0.0, 0.99, tunable=False)
+    max_speed: float = knob(0.05, "speed cap (arena half-widths per step)", "linear", 0.005, 1.0, tunable=False)
+    pickup_radius: float = knob(0.05, "distance within which a package can be picked up", "linear", 0.01, 1.0,
+                                tunable=False)
+    pickup_max_speed: float = knob(0.01, "at most this fast to pick up", "linear", 0.001, 1.0, tunable=False)
+    drop_radius: float = knob(0.05, "distance within which a package is delivered", "linear", 0.01, 1.0,
+                              tunable=False)
+    drop_max_speed: float = knob(0.01, "at most this fast to deliver", "linear", 0.001, 1.0, tunable=False)
+    collision_radius: float = knob(0.05, "drones closer than this collide", "linear", 0.0, 1.0, tunable=False)
+    collision_ends_episode: bool = knob(True, "a collision is a crash: both episodes end (else a per-step "
+                                              "penalty)", "bool", tunable=False)
+    reward_progress: float = knob(1.0, "reward per unit of progress toward the current target", "linear", 0.0, 10.0)
+    reward_pickup: float = knob(1.0, "reward for a pickup", "linear", 0.0, 10.0)
+    reward_delivery: float = knob(2.0, "reward for a delivery", "linear", 0.0, 20.0, tunable=False)
+    penalty_collision: float = knob(1.0, "penalty for a collision", "linear", 0.0, 2.0)
+    penalty_oob: float = knob(1.0, "penalty for leaving the arena", "linear", 0.0, 10.0, tunable=False)
 
     @model_validator(mode="after")
     def _pickup_speed_reachable(self) -> DroneDeliveryParams:
@@ -108,28 +116,7 @@ class DroneDeliveryParams(BaseModel):
         return self
 
 
-# Physics and geometry define the task (an advisor moving them would change the problem, not solve it),
-# so only the reward-shaping coefficients are tunable.
-SPACE = {s.key: s for s in [
-    spec("env.num_envs", "int", 1, 65536, tunable=False),
-    spec("env.num_drones", "int", 1, 64, tunable=False),
-    spec("env.max_steps", "int", 1, 10_000, tunable=False),
-    spec("env.num_neighbors", "int", 0, 8, tunable=False),
-    spec("env.accel", "linear", 0.001, 1.0, tunable=False),
-    spec("env.drag", "linear", 0.0, 0.99, tunable=False),
-    spec("env.max_speed", "linear", 0.005, 1.0, tunable=False),
-    spec("env.pickup_radius", "linear", 0.01, 1.0, tunable=False),
-    spec("env.pickup_max_speed", "linear", 0.001, 1.0, tunable=False),
-    spec("env.drop_radius", "linear", 0.01, 1.0, tunable=False),
-    spec("env.drop_max_speed", "linear", 0.001, 1.0, tunable=False),
-    spec("env.collision_radius", "linear", 0.0, 1.0, tunable=False),
-    spec("env.collision_ends_episode", "bool", tunable=False),
-    spec("env.reward_progress", "linear", 0.0, 10.0),
-    spec("env.reward_pickup", "linear", 0.0, 10.0),
-    spec("env.reward_delivery", "linear", 0.0, 20.0, tunable=False),
-    spec("env.penalty_collision", "linear", 0.0, 2.0),
-    spec("env.penalty_oob", "linear", 0.0, 10.0, tunable=False),
-]}
+SPACE = space_from_model(DroneDeliveryParams, "env")
 
 STAT_KEYS = ("episodes", "success_rate", "collision_rate", "oob_rate", "episode_length", "mean_reward")
 _INDEX_BITS = 6  # low mantissa bits of a squared distance that carry the neighbour index (num_drones ≤ 64)

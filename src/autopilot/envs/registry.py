@@ -90,11 +90,21 @@ def get_env_spec(name: str) -> EnvSpec:
 
 
 def validate_env_params(name: str, params: dict[str, Any]) -> BaseModel:
+    """The env's params, validated by its own model and checked against the ranges it declares."""
     spec = get_env_spec(name)
     try:
-        return spec.params_model(**params)
+        model = spec.params_model(**params)
     except ValidationError as exc:
         raise ConfigError(pydantic_violations(exc, prefix="env", model=spec.params_model)) from None
+    bad = []
+    for key, value in model.model_dump().items():
+        ps = spec.space.get(f"env.{key}")
+        if ps is not None and not ps.contains(value):
+            bad.append(f"env.{key}={value!r} is outside its range {ps.describe()} (rule: every value inside its "
+                       f"range); use e.g. {ps.clamp(value)!r}")
+    if bad:
+        raise ConfigError(bad)
+    return model
 
 
 def agents_per_env(name: str, params: dict[str, Any]) -> int:

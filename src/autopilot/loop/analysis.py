@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from autopilot.errors import AutopilotError
 from autopilot.loop.advisors import get_advisor
 from autopilot.loop.advisors.base import choose_resume, save_strategy, seed_repeat
+from autopilot.loop.attribution import change_effect
 from autopilot.loop.diagnose import diagnose
 from autopilot.loop.guard import guard
 from autopilot.loop.notes import render_labbook, render_notes
 from autopilot.loop.records import (
     AdvisorContext,
+    ChangeEffect,
     Finding,
     GuardVerdict,
     KnobTrend,
@@ -42,6 +44,7 @@ class Decision:
     notes_md: str = ""  # runs/<run_id>/notes.md
     labbook_md: str = ""  # the section appended to journal/labbook.md
     noise: NoiseBand | None = None  # the band in force (measured or assumed) and how it was obtained
+    effect: ChangeEffect | None = None  # what the latest run's change did, and against which comparison
 
 
 def _base_record(history: list[RunRecord]) -> RunRecord | None:
@@ -93,14 +96,15 @@ def analyse_and_propose(
 
         space = config_space(base.config)  # type: ignore[arg-type]
     trends = knob_trends(history, space or {}, objective, anchor=trusted, band=noise.value)
+    effect = change_effect(history, objective, noise.value, space or {})
     decision = Decision(findings=findings, trends=trends, noise_band=noise.value if noise.measured else None,
-                        proposal=None, verdict=None, advisor_used=None, noise=noise)
+                        proposal=None, verdict=None, advisor_used=None, noise=noise, effect=effect)
     if base is not None:
         ctx = AdvisorContext(history=history, findings=findings, trends=trends, space=space or {},
                              base_config=base.config, best=trusted,
                              best_resumable=pointer is not None and not is_suspect(pointer), noise_band=noise.value, noise=noise,
                              objective=objective, sps=sps, remaining_runs=remaining_runs,
-                             remaining_seconds=remaining_seconds, seed=seed)
+                             remaining_seconds=remaining_seconds, seed=seed, effect=effect)
         _advise(decision, ctx, advisor, history, pointer)
     decision.notes_md = render_notes(decision, history, best=trusted, baseline=baseline,
                                      repro_command=repro_command, objective=objective)

@@ -35,6 +35,8 @@ class Thresholds:
     # σ above this on actions in [-1, 1]: the policy is noise (clipped actions are nearly ±1 at random), so
     # warm-starting its checkpoint inherits the noise and the entropy step is taken twice as large.
     degenerate_std: float = 3.0
+    # Without act_dim: entropy that narrowed by at most this fraction of |its start| over the run.
+    entropy_narrowing: float = 0.02
     discrete_high_frac: float = 0.95  # discrete: entropy / ln(n) above this: too high
     discrete_collapsed_frac: float = 0.05  # ... below this: collapsed
     # Value function.
@@ -111,10 +113,12 @@ def _updates(s: TrainerSummary | None, t: Thresholds) -> list[Finding]:
                         theory=f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < {t.clipfrac_small:g}: "
                                "the policy ratio almost never reaches the clip range, so each batch barely moves "
                                "the policy.",
-                        moves=[Move(key="train.update_epochs", direction="up", factor=1.5,
+                        moves=[Move(key="train.learning_rate", direction="up", factor=2.0,
+                                    why="a larger step raises approx_kl toward 0.005-0.02"),
+                               Move(key="train.update_epochs", direction="up", factor=2.0,
                                     why="more passes per batch raise the per-batch policy change"),
-                               Move(key="train.learning_rate", direction="up", factor=2.0,
-                                    why="a larger step raises approx_kl toward 0.005-0.02")])]
+                               Move(key="train.clip_coef", direction="up", factor=2.0,
+                                    why="a wider clip lets each update move the policy further")])]
     if kl > t.kl_large or cf > t.clipfrac_large:
         return [Finding(code="updates_too_large", severity="warn",
                         evidence={"rule": " or ".join(
@@ -127,30 +131,65 @@ def _updates(s: TrainerSummary | None, t: Thresholds) -> list[Finding]:
                                f"{t.clipfrac_large:g}): updates leave the trust region PPO's clip assumes.",
                         moves=[Move(key="train.learning_rate", direction="down", factor=0.5,
                                     why="smaller steps keep approx_kl under the limit"),
-                               Move(key="train.update_epochs", direction="down", factor=0.75,
-                                    why="fewer passes over the same batch")])]
+                               Move(key="train.update_epochs", direction="down", factor=0.5,
+                                    why="fewer passes over the same batch"),
+                               Move(key="train.clip_coef", direction="down", factor=0.5,
+                                    why="a tighter clip bounds each update")])]
     return []
 
 
 # -- entropy ---------------------------------------------------------------------------------------
-def _gaussian_width(s: TrainerSummary, h: float) -> tuple[float, float, int, bool]:
-    """(entropy per dim, equivalent std, act_dim, act_dim assumed) of a diagonal Gaussian policy."""
+def _gaussian_width(s: TrainerSummary, h: float) -> tuple[float, float, int] | None:
+    """(entropy per dim, equivalent std, act_dim) of a diagonal Gaussian policy; None when the summary
+    does not state act_dim (an external trainer's): the width per dimension is then unknown."""
     act_dim = _stat(s, "act_dim")
-    assumed = act_dim is None or act_dim < 1
-    dims = 1 if assumed else int(act_dim)  # type: ignore[arg-type]
+    if act_dim is None or act_dim < 1:
+        return None
+    dims = int(act_dim)
     per_dim = h / dims
-    return per_dim, math.exp(min(per_dim - UNIT_GAUSSIAN_ENTROPY, 700.0)), dims, assumed
+    return per_dim, math.exp(min(per_dim - UNIT_GAUSSIAN_ENTROPY, 700.0)), dims
 
 
 def policy_std(s: TrainerSummary | None) -> float | None:
-    """The equivalent Gaussian std of a continuous policy from its tail entropy (None if discrete/unknown)."""
+    """The equivalent Gaussian std of a continuous policy from its tail entropy (None if discrete or
+    the action layout is unknown)."""
     h = _stat(s, "entropy")
     if h is None or s is None or _stat(s, "act_n") is not None:
         return None
-    return _gaussian_width(s, h)[1]
+    width = _gaussian_width(s, h)
+    return width[1] if width is not None else None
 
 
-def _entropy(s: TrainerSummary | None, ent_coef: float | None, t: Thresholds) -> list[Finding]:
+def _entropy_relative(rec: RunRecord, h: float, ent_coef: float | None, t: Thresholds) -> list[Finding]:
+    """Without act_dim the absolute width is unknown, so the run is judged against its own start: a
+    policy whose entropy did not narrow at all over the run while the objective stayed flat is kept
+    diffuse by the bonus. Never severe: the action layout is assumed, not read."""
+    from autopilot.loop.attribution import curve_values
+
+    pts = [v for _, v in curve_values(rec, "entropy")]
+    q = len(pts) // 4
+    if q < 2:
+        return []
+    start = statistics.fmean(pts[:q])
+    narrowed, limit = start - h, t.entropy_narrowing * max(abs(start), 1.0)
+    if narrowed > limit:
+        return []
+    ev = {"rule": f"entropy {start:.4g} → {h:.4g} over the run: narrowed {narrowed:.3g} ≤ {limit:.3g} "
+                  f"({t.entropy_narrowing:g} × |start|; relative: act_dim unknown)",
+          "entropy_start": _f(start), "entropy": _f(h), "narrowing_limit": t.entropy_narrowing}
+    if ent_coef is not None:
+        ev["ent_coef"] = ent_coef
+    assumed = ["trainer.act_dim is missing: the width per action dimension is unknown, so entropy is judged "
+               "relative to the run's own start, not against a unit Gaussian"]
+    return [Finding(code="entropy_too_high", severity="warn", evidence=ev, assumed=assumed,
+                    theory=f"entropy went {start:.4g} → {h:.4g}: the policy did not narrow during the run, so the "
+                           "entropy bonus may be holding it diffuse.",
+                    moves=[Move(key="train.ent_coef", direction="down", factor=0.5,
+                                why="less entropy pressure lets the policy commit")])]
+
+
+def _entropy(rec: RunRecord, ent_coef: float | None, t: Thresholds) -> list[Finding]:
+    s = rec.trainer_summary
     h = _stat(s, "entropy")
     if h is None or s is None:
         return []
@@ -164,13 +203,16 @@ def _entropy(s: TrainerSummary | None, ent_coef: float | None, t: Thresholds) ->
               "frac_limit": limit}
         what = f"entropy {h:.3g} is {frac:.0%} of the uniform policy's ln({int(n_discrete)})"
     else:
-        per_dim, std, dims, assumed = _gaussian_width(s, h)
+        width = _gaussian_width(s, h)
+        if width is None:
+            return _entropy_relative(rec, h, ent_coef, t)
+        per_dim, std, dims = width
         high, low = std > t.entropy_high_std, std < t.entropy_collapsed_std
         limit_std = t.entropy_high_std if high else t.entropy_collapsed_std
         limit_h = UNIT_GAUSSIAN_ENTROPY + math.log(limit_std)
         cmp = ">" if high else "<"
         ev = {"rule": f"{per_dim:.3g} nats/dim {cmp} {limit_h:.3f} (σ {std:.3g} {cmp} {limit_std:g})",
-              "entropy": _f(h), "act_dim": f"{dims} (assumed: trainer.act_dim missing)" if assumed else dims,
+              "entropy": _f(h), "act_dim": dims,
               "per_dim": _f(per_dim), "per_dim_limit": _f(limit_h),
               "equiv_std": _f(std), "std_limit": limit_std}
         what = (f"entropy {h:.4g} over {dims} action dim(s) = {per_dim:.3g} nats/dim, a Gaussian std of "
@@ -210,8 +252,8 @@ def _value_fit(s: TrainerSummary | None, t: Thresholds) -> list[Finding]:
     fired = {"rule": " and ".join(rules)} | fired
     return [Finding(code="value_fit_poor", severity="warn", evidence=fired,
                     theory="The critic explains little of the return variance, so advantages are mostly noise.",
-                    moves=[Move(key="train.vf_coef", direction="up", factor=1.5, why="weight the value loss more"),
-                           Move(key="train.update_epochs", direction="up", factor=1.5,
+                    moves=[Move(key="train.vf_coef", direction="up", factor=2.0, why="weight the value loss more"),
+                           Move(key="train.update_epochs", direction="up", factor=2.0,
                                 why="more passes to fit the value head")])]
 
 
@@ -331,6 +373,6 @@ def diagnose(history: list[RunRecord], *, best: RunRecord | None = None, noise: 
     findings = _status(rec) + _glitch(rec)
     findings += _regression(rec, best, objective, noise)
     if s is not None:
-        findings += _updates(s, t) + _entropy(s, ent_coef, t) + _value_fit(s, t) + _env_specific(rec, t)
+        findings += _updates(s, t) + _entropy(rec, ent_coef, t) + _value_fit(s, t) + _env_specific(rec, t)
     findings += _plateau(history, objective, noise, t) + _throughput(history, t)
     return findings

@@ -24,7 +24,7 @@ from autopilot.config.overrides import apply_overrides, flatten
 from autopilot.errors import ConfigError
 from autopilot.loop.records import GuardVerdict, Proposal, RunRecord
 from autopilot.loop.sanity import suspect_reasons
-from autopilot.loop.trends import SEED_KEY, material_config
+from autopilot.loop.trends import SEED_KEY, Start, knobs_of, start_point
 from autopilot.space import ParamSpec, SearchSpace, fmt_num
 from autopilot.summary import is_finite_number
 
@@ -53,8 +53,10 @@ class TrustRegion:
         if spec.multiplicative:
             if old <= 0:
                 return lo, hi
-            c, d = spec.coord(old), math.log(self.log_factor)
-            a, b = sorted((spec.from_coord(c - d), spec.from_coord(c + d)))
+            if spec.scale == "log1m":  # 1 - v moves by the factor
+                a, b = 1 - (1 - old) * self.log_factor, 1 - (1 - old) / self.log_factor
+            else:
+                a, b = old / self.log_factor, old * self.log_factor
             if spec.scale == "intlog":
                 a, b = min(math.floor(a + 1e-9), old - 1), max(math.ceil(b - 1e-9), old + 1)
             if spec.scale == "log0" and a < lo:
@@ -233,14 +235,28 @@ def _budget(w: _Work, cfg: Config, sps: float | None, remaining_seconds: float |
 
 def _unseeded(cfg: Config) -> dict[str, Any]:
     """The knobs a seed repeat must share with the run it repeats (seed and resume policy aside)."""
-    return {k: v for k, v in material_config(cfg).items() if k != SEED_KEY and k not in RESUME_KEYS}
+    return {k: v for k, v in knobs_of(cfg).items() if k != SEED_KEY}
 
 
-def _repeat(w: _Work, cfg: Config, history: list[RunRecord]) -> None:
+def _proposal_start(p: Proposal, history: list[RunRecord], best: RunRecord | None) -> Start:
+    if p.resume_mode == "fresh":
+        return ("fresh",)
+    if p.resume_from == "best":
+        return ("run", best.run_id) if best is not None else ("unknown", "best")
+    if p.resume_from == "latest":
+        return ("run", history[-1].run_id) if history else ("unknown", "latest")
+    return ("path", p.resume_from)
+
+
+def _repeat(w: _Work, cfg: Config, history: list[RunRecord], best: RunRecord | None) -> None:
+    """An accidental repeat is the same knobs from the same start point. A warm start continues a
+    checkpoint no earlier run began from, so "keep training" or "revert and warm-start from best" is
+    a new experiment, not a repeat."""
     p = w.proposal
     bad = []
-    mine = material_config(cfg)
-    same = [r.run_id for r in history if r.config is not None and material_config(r.config) == mine]
+    mine, start = knobs_of(cfg), _proposal_start(p, history, best)
+    same = [r.run_id for r in history if r.config is not None and knobs_of(r.config) == mine
+            and start_point(r) == start]
     seeds = {r.config.train.seed for r in history if r.config is not None}
     free_seed = max(seeds | {cfg.train.seed}) + 1
     if p.seed_repeat:
@@ -252,10 +268,15 @@ def _repeat(w: _Work, cfg: Config, history: list[RunRecord]) -> None:
     if same:
         hint = (f"use train.seed={free_seed}" if p.seed_repeat
                 else f"change a knob, or set seed_repeat=true with train.seed={free_seed}")
-        bad.append(f"the proposed config repeats run {same[-1]} exactly (train.seed={cfg.train.seed}; rule: no "
-                   f"accidental exact repeat); {hint}")
-    ok = ("a deliberate seed repeat (train.seed " + fmt_num(cfg.train.seed) + ")" if p.seed_repeat
-          else f"differs from all {sum(1 for r in history if r.config is not None)} configs in the ledger")
+        where = "fresh" if start[0] == "fresh" else f"from {start[0]} {start[1]}"
+        bad.append(f"the proposed config repeats run {same[-1]} exactly (train.seed={cfg.train.seed}, starting "
+                   f"{where}; rule: no accidental exact repeat); {hint}")
+    if p.seed_repeat:
+        ok = "a deliberate seed repeat (train.seed " + fmt_num(cfg.train.seed) + ")"
+    elif start[0] != "fresh":
+        ok = f"a warm start from {start[0]} {start[1]}: no earlier run began from that checkpoint with these knobs"
+    else:
+        ok = f"differs from all {sum(1 for r in history if r.config is not None)} configs in the ledger"
     w.check("no repeat", bad, ok)
 
 
@@ -309,7 +330,7 @@ def guard(proposal: Proposal, *, base: Config, history: list[RunRecord], space: 
         invariants = check_config(cfg, space, sps=sps)
         w.checks += invariants
         w.reasons += [v for c in invariants for v in c.violations]
-        _repeat(w, cfg, history)
+        _repeat(w, cfg, history, best)
     _resume(w, history, best)
     accepted = not w.reasons
     return GuardVerdict(accepted=accepted, proposal=w.proposal, config=resolve_config(cfg) if accepted and cfg else None,

@@ -169,8 +169,11 @@ def _context(decision: Decision, history: list[RunRecord], best: RunRecord | Non
         out.append(f"- Suspect, excluded from best, trends and the band: {rec.run_id}: "
                    + "; ".join(suspect_reasons(rec)))
     band = noise.value if noise else 0.0
+    if decision.effect is not None:
+        out.append(f"- Last change: {decision.effect.detail}")
     if decision.trends:
-        out.append("- Trends (runs differing from the best mainly in one knob; value → score):")
+        out.append("- Trends (runs differing from the best mainly in one knob; value → score; a direction is "
+                   "claimed only from runs that began from the same point):")
         out += [f"  - {trend_line(t, band)}" for t in decision.trends]
     else:
         out.append("- Trends: no tunable knob has taken two values across trusted runs yet")
@@ -185,6 +188,8 @@ def _diagnosis(decision: Decision) -> list[str]:
         out.append(f"- [{f.severity}] {f.code}: {f.evidence_text()}")
         if f.theory:
             out.append(f"  - Theory: {f.theory}")
+        for fact in f.assumed:
+            out.append(f"  - Assumed (not in the ledger, so never a severe verdict): {fact}")
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autopilot.config.invariants import Check
 from autopilot.config.model import Config
@@ -87,6 +87,15 @@ class Finding(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)  # the numbers and thresholds that fired it
     theory: str = ""
     moves: list[Move] = Field(default_factory=list)
+    # Facts the finding rests on that the ledger does not state (e.g. the action layout). An assumed
+    # fact may inform a note, never a severe verdict: such a finding is at most a warning.
+    assumed: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _assumed_is_never_severe(self) -> Finding:
+        if self.assumed and self.severity == "error":
+            self.severity = "warn"
+        return self
 
     def evidence_text(self) -> str:
         return ", ".join(f"{k}={_short(v)}" for k, v in self.evidence.items())
@@ -141,6 +150,20 @@ class NoiseBand(BaseModel):
         return f"±{self.value:.4g} ({self.detail})"
 
 
+class ChangeEffect(BaseModel):
+    """What the latest run's change did, judged against the comparison the ledger supports."""
+
+    run_id: str
+    previous_run_id: str | None = None
+    changed: list[str] = Field(default_factory=list)  # tunable knobs that differ from the previous run
+    comparison: Literal["controlled", "continuation", "none"] = "none"
+    expected_low: float | None = None  # what the comparison predicts without the change
+    expected_high: float | None = None
+    score: float | None = None
+    verdict: Literal["helped", "hurt", "inconclusive", "unchanged", "unknown"] = "unknown"
+    detail: str = ""  # the arithmetic, for the notes
+
+
 class AdvisorContext(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -158,6 +181,7 @@ class AdvisorContext(BaseModel):
     remaining_runs: int | None = None
     remaining_seconds: float | None = None
     seed: int = 0
+    effect: ChangeEffect | None = None  # what the latest run's change did (see loop/attribution.py)
 
 
 class GuardVerdict(BaseModel):

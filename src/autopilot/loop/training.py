@@ -16,7 +16,15 @@ from autopilot.loop import launch
 from autopilot.loop.ledger import build_loop_summary, checkpoint_loads, pinned_baseline, read_best
 from autopilot.loop.records import RunRecord
 from autopilot.loop.session import Loop
-from autopilot.loop.workspace import iso_now, load_history, load_run, read_state, write_state
+from autopilot.loop.workspace import (
+    Workspace,
+    iso_now,
+    load_history,
+    load_run,
+    read_json_tolerant,
+    read_state,
+    write_state,
+)
 
 RETRYABLE = ("crashed", "failed")
 
@@ -45,11 +53,22 @@ def resume_for(loop: Loop, cfg: Config, previous: RunRecord | None) -> dict[str,
         if ok:
             if path != candidates[0]:
                 notes.append(f"{ws.rel(candidates[0])} unusable; fell back to {ws.rel(path)}")
-            return {"mode": "continue", "from": want, "checkpoint": str(path), "notes": notes}
+            # Which run's weights this run starts from: the start point is part of what makes two runs
+            # the same experiment (a warm start from a newer checkpoint is not a repeat).
+            return {"mode": "continue", "from": want, "checkpoint": str(path), "notes": notes,
+                    "source_run": _checkpoint_run(ws, path)}
         if path.exists():
             notes.append(why)
     notes.append("no loadable checkpoint to continue from; starting fresh")
     return {"mode": "fresh", "from": want, "checkpoint": None, "notes": notes}
+
+
+def _checkpoint_run(ws: Workspace, path: Path) -> str | None:
+    """The run a workspace checkpoint came from (models/latest.json, runs/best.json); None if unknown."""
+    pointer = {ws.latest_model: ws.latest_json, ws.best_model: ws.best_json}.get(path)
+    data = read_json_tolerant(pointer, lambda m: None) if pointer is not None else None
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    return run_id if isinstance(run_id, str) else None
 
 
 def train_run(loop: Loop, run_dir: Path) -> None:

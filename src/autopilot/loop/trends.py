@@ -57,21 +57,51 @@ def material_diff(a: Config, b: Config, *, ignore: frozenset[str] = frozenset())
             if k not in ignore and ma.get(k, missing) != mb.get(k, missing)}
 
 
+RESUME_KEYS = ("autopilot.resume_mode", "autopilot.resume_from")
+Start = tuple  # ("fresh",) | ("run", run_id) | ("path", path) | ("unknown", run_id): where a run's weights began
+
+
+def knobs_of(cfg: Config) -> dict[str, Any]:
+    """The material keys without the resume policy: what the run trains with, not where it starts."""
+    return {k: v for k, v in material_config(cfg).items() if k not in RESUME_KEYS}
+
+
+def start_point(rec: RunRecord) -> Start:
+    """Where `rec`'s weights began, as the ledger records it. A warm start whose source run the ledger
+    does not name is unique: it is never claimed to equal another run's start."""
+    resume = rec.loop_summary.resume if rec.loop_summary is not None else {}
+    if rec.config is not None and rec.config.autopilot.resume_mode == "fresh" or resume.get("mode") == "fresh":
+        return ("fresh",)
+    source = resume.get("source_run")
+    return ("run", source) if isinstance(source, str) and source else ("unknown", rec.run_id)
+
+
+def comparable(a: RunRecord, b: RunRecord) -> bool:
+    """Two runs are a controlled comparison only when they began from the same point: both fresh, or
+    both warm-started from the same run's checkpoint. Along a warm-start chain each run starts where
+    the previous one ended, so a score difference mixes the knob's effect with more training."""
+    sa, sb = start_point(a), start_point(b)
+    return sa == sb and sa[0] in ("fresh", "run")
+
+
 # -- the noise band -------------------------------------------------------------------------------
-def _key(cfg: Config) -> str:
-    mat = material_config(cfg)
+def _key(rec: RunRecord) -> str:
+    mat = knobs_of(rec.config)  # type: ignore[arg-type]
     mat.pop(SEED_KEY, None)
-    return repr(sorted(mat.items(), key=lambda kv: kv[0]))
+    return repr((start_point(rec), sorted(mat.items(), key=lambda kv: kv[0])))
 
 
 def seed_groups(history: list[RunRecord], objective: str) -> list[list[tuple[RunRecord, float]]]:
-    """Groups of ≥2 trusted runs whose configs differ only in train.seed (and bookkeeping)."""
+    """Groups of ≥2 trusted runs whose configs differ only in train.seed (and bookkeeping) and that
+    began from the same point (both fresh, or warm-started from the same run)."""
     groups: dict[str, list[tuple[RunRecord, float]]] = {}
     for rec in history:
         score = trusted_score(rec, objective)
         if rec.config is None or score is None:
             continue
-        groups.setdefault(_key(rec.config), []).append((rec, score))
+        if start_point(rec)[0] == "unknown":
+            continue  # an unnamed warm start cannot be paired with anything
+        groups.setdefault(_key(rec), []).append((rec, score))
     return [g for g in groups.values() if len(g) >= 2]
 
 
@@ -157,23 +187,25 @@ def knob_trends(history: list[RunRecord], space: SearchSpace, objective: str, *,
             continue
         best_value = max(sorted(means, key=_order), key=lambda v: means[v])
         points.sort(key=lambda p: _order(p["value"]))
-        configs = {r.run_id: r.config for r, _ in scored}
-        direction = (_direction(means, best_value, band) if _clean_pair(points, configs, key, tunable)
+        records = {r.run_id: r for r, _ in scored}
+        direction = (_direction(means, best_value, band) if _clean_pair(points, records, key, tunable)
                      else CONFOUNDED)
         trends.append(KnobTrend(key=key, points=points, best_value=best_value, best_score=means[best_value],
                                 direction=direction))
     return trends
 
 
-CONFOUNDED = "confounded"  # no two of its runs differ in this knob alone: no direction is claimed
+CONFOUNDED = "confounded"  # no two of its runs differ in this knob alone from one start: no direction claimed
 
 
-def _clean_pair(points: list[dict[str, Any]], configs: dict[str, Config], key: str, tunable: set[str]) -> bool:
-    """Whether two points with different values differ in no other tunable knob."""
+def _clean_pair(points: list[dict[str, Any]], records: dict[str, RunRecord], key: str, tunable: set[str]) -> bool:
+    """Whether two points with different values differ in no other tunable knob and began from the
+    same point (see `comparable`): only such a pair is evidence about the knob."""
     for i, p in enumerate(points):
         for q in points[i + 1:]:
-            if p["value"] != q["value"]:
-                others = set(material_diff(configs[p["run_id"]], configs[q["run_id"]])) & tunable
+            a, b = records[p["run_id"]], records[q["run_id"]]
+            if p["value"] != q["value"] and comparable(a, b):
+                others = set(material_diff(a.config, b.config)) & tunable  # type: ignore[arg-type]
                 if others == {key}:
                     return True
     return False
@@ -193,7 +225,8 @@ def trend_line(trend: KnobTrend, band: float) -> str:
     means = _means(trend.points)
     spread = max(means.values()) - min(means.values())
     if trend.direction == CONFOUNDED:
-        why = "no two of these runs differ in this knob alone, so no direction is claimed"
+        why = ("no two of these runs differ in this knob alone from the same start point (fresh, or the same "
+               "checkpoint), so no direction is claimed: along a warm-start chain later runs also trained longer")
     else:
         why = f"spread {spread:.3g} {'>' if spread > band else '≤'} band {band:.3g}"
     return (f"{trend.key}: {pts}; best {fmt_num(trend.best_value)} (mean {fmt_num(round(trend.best_score or 0, 4))}); "

@@ -1,25 +1,28 @@
-"""The `rules` advisor: findings → moves, sized by the trend evidence.
+"""The `rules` advisor (the default): findings → moves on the knob most likely at fault.
 
 Order of business:
-1. After a regression beyond the noise band (or a broken run) with a trusted best: revert the knobs
-   that differ from the best run to its values and warm-start from its checkpoint.
-2. A crash or stall with nothing to go back to: retry the same config with another seed, fresh.
-3. Otherwise follow the findings' moves, primary move of each finding first, at most `max_knobs`
-   knobs. Each move is sized by the knob's trend: toward the best-known value when it lies in the
-   move's direction, one step (the move's factor) beyond it when the best is the current value at the
-   edge of what was tried, skipped when the trend contradicts it; one step when there is no evidence.
-4. Nothing to fix: on a plateau with no measured noise band, spend a run on a seed repeat; else
-   extrapolate a trend whose best is the current edge; else step the least-explored knob by half a
-   trust region (direction from the seeded RNG).
-Then total_timesteps: doubled when the learning curve was still rising beyond the band and it fits
-the runtime budget; shrunk when it does not fit. Resume: best after a revert, latest when it is
-trustworthy, never a suspect or broken run.
+1. A broken run (diverged, crashed, stalled) or a regression — beyond the noise band below the best run,
+   or below what continuing the previous run would have given (`loop/attribution.py`): revert the knobs
+   that differ from the best run to its values and warm-start from its checkpoint. A knob a
+   still-firing finding asks to keep moved is not reverted. With nothing trusted to go back to: a
+   diverged run halves its step and starts fresh; a crash or stall retries with another seed.
+2. Findings with moves: each is answered on the knob most likely at fault (`moves.candidates`: the
+   change just before the problem, else the knob farthest outside its prior's typical range, which
+   moves into it in one step, else the knob this finding already moved — a bolder step, since the
+   finding persisted). When the curve still rises and no knob is outside its typical range, warnings are
+   watched, not acted on: nothing a prior can name is at fault and the run is learning.
+3. Nothing to fix and the curve still rises (or the last run beat its predecessor beyond the band):
+   keep the config and continue from latest; extend the budget when the rise is clear and it fits.
+4. A measured plateau (flat curve, runs within the band): explore from the best checkpoint — the knob
+   farthest from its prior moves toward it, else a controlled trend is extrapolated, else the
+   least-explored knob moves half a trust-region step toward its prior's standard value.
+Controlled trends (runs from the same start point) still size and veto moves; a trend along a
+warm-start chain is no evidence about a knob and is never used.
 """
 
 from __future__ import annotations
 
 import random
-import statistics
 from typing import Any
 
 from autopilot.config.overrides import flatten
@@ -36,15 +39,17 @@ from autopilot.loop.advisors.base import (
     trusted_best,
     tunable,
 )
+from autopilot.loop.advisors.moves import Candidate, candidates, describe_outside, escalated, into_prior
+from autopilot.loop.attribution import rise
 from autopilot.loop.diagnose import THRESHOLDS, policy_std
-from autopilot.loop.records import AdvisorContext, Finding, KnobTrend, Move, Proposal, RunRecord
+from autopilot.loop.guard import BUDGET_KEY
+from autopilot.loop.records import AdvisorContext, Finding, KnobTrend, Proposal, RunRecord
 from autopilot.loop.sanity import trusted_score
-from autopilot.loop.trends import material_diff
+from autopilot.loop.trends import CONFOUNDED, material_diff
 from autopilot.space import fmt_num
 
-BUDGET_KEY = "train.total_timesteps"
-EXPLORE_ORDER = ("train.learning_rate", "train.ent_coef", "train.update_epochs", "train.gamma",
-                 "train.gae_lambda", "train.clip_coef", "train.vf_coef", "train.max_grad_norm")
+BROKEN = ("diverged", "crashed", "stalled")
+NOT_MOVES = ("regression_vs_best", "plateau")  # ledger-level findings answered by revert / explore
 
 EXPECT = {
     "updates_too_small": "approx_kl up toward 0.005-0.02 and clipfrac above 0.01",
@@ -93,6 +98,10 @@ class _Plan:
         self.reverted = False  # some knob went back to the best run's value
         self.causes: list[str] = []  # finding codes the changes answer (for the expected effect)
         self.override = ""
+        self.keep = ""  # why the config is kept as it is (the run is still learning)
+        self.watched: list[str] = []  # warnings noted but not acted on while the curve rises
+        self.exploring = False
+        self.fresh = False  # a diverged run with nothing trusted to go back to starts over
 
     def set(self, key: str, new: Any, why: str) -> None:
         old = current(self.ctx, key)
@@ -113,24 +122,38 @@ class RulesAdvisor(Advisor):
         plan = _Plan(ctx)
         codes = {f.code: f for f in ctx.findings}
         best, latest = trusted_best(ctx), ctx.history[-1]
-        broken = next((codes[c] for c in ("diverged", "crashed", "stalled") if c in codes), None)
-        if best is not None and best.run_id != latest.run_id and ("regression_vs_best" in codes or broken):
+        broken = next((codes[c] for c in BROKEN if c in codes), None)
+        hurt = ctx.effect is not None and ctx.effect.verdict == "hurt"
+        if best is not None and best.run_id != latest.run_id and ("regression_vs_best" in codes or broken or hurt):
             self._revert(plan, best)
+            if hurt and "regression_vs_best" not in codes:
+                plan.rationale.append(f"the last change hurt: {ctx.effect.detail}")  # type: ignore[union-attr]
             if not plan.reverted and broken is None:
                 # Every differing knob is still asked for by a firing finding: the findings decide.
                 kept = "; ".join(f"{key} {why}" for key, why in plan.skipped.items())
                 plan = _Plan(ctx)
-                plan.rationale.append(f"regression_vs_best: no revert — {kept}")
-                self._follow(plan)
-        elif broken is not None and broken.code != "diverged" and latest.config is not None:
+                plan.revert_to = best  # still warm-start from the better checkpoint
+                plan.rationale.append(f"regression: no revert — {kept}" if kept else
+                                      "regression: the best run's knobs equal these; warm-start from its checkpoint")
+                self._follow(plan, rising=False)
+        elif broken is not None and broken.code == "diverged":
+            self._follow(plan, rising=False)
+            plan.fresh = True
+        elif broken is not None and latest.config is not None:
             changes, _ = seed_repeat(ctx, latest)
             plan.seed_repeat = True
             plan.set("train.seed", changes["train.seed"], f"{broken.code} with no trusted best to go back to: "
                      "retry the same config with another seed, fresh")
         else:
-            self._follow(plan)
-        if not plan.changes:
-            self._explore(plan, codes)
+            rising = self._rising(plan)
+            self._follow(plan, rising=rising is not None)
+            if not plan.changes:
+                if rising is not None:
+                    plan.keep = rising
+                elif self._plateau(ctx, codes):
+                    self._explore(plan)
+                else:
+                    plan.keep = "no finding asks for a move and the curve is not flat beyond doubt: keep training"
         self._timesteps(plan)
         return self._proposal(plan)
 
@@ -160,70 +183,113 @@ class RulesAdvisor(Advisor):
             plan.reverted = True
         plan.causes += [f.code for f in ctx.findings if f.code in ("regression_vs_best", "diverged")]
 
-    # -- 3. findings -------------------------------------------------------------------------------
-    def _follow(self, plan: _Plan) -> None:
-        findings = [f for f in plan.ctx.findings if f.moves and f.code != "regression_vs_best"]
-        ordered = [(f, f.moves[0]) for f in findings] + [(f, m) for f in findings for m in f.moves[1:]]
-        specs = tunable(plan.ctx)
-        for finding, move in ordered:
+    # -- 2. findings -------------------------------------------------------------------------------
+    def _follow(self, plan: _Plan, *, rising: bool) -> None:
+        ctx = plan.ctx
+        specs = tunable(ctx)
+        findings = [f for f in ctx.findings if f.moves and f.code not in NOT_MOVES]
+        ranked = candidates(ctx, findings, specs, {k: current(ctx, k) for k in specs})
+        answered: set[str] = set()
+        for f in findings:
+            for m in f.moves:
+                if m.key not in specs:
+                    plan.skip(m.key, f"{f.code} suggests {m.direction} but the key is not tunable here")
+        for c in ranked:
             if len(plan.changes) >= self.max_knobs:
                 break
-            if move.key in plan.changes or move.key in plan.skipped:
+            if c.move.key in plan.changes or c.move.key in plan.skipped or c.finding.code in answered:
                 continue
-            if move.key not in specs:
-                plan.skip(move.key, f"{finding.code} suggests {move.direction} but the key is not tunable here")
+            severe = c.finding.severity == "error"
+            if rising and not severe and c.undo is None and c.outside <= 0:
+                plan.watched.append(f"{c.finding.code} ({c.finding.evidence.get('rule') or c.finding.evidence_text()})")
+                answered.add(c.finding.code)
                 continue
-            self._apply(plan, finding, move)
+            if self._apply(plan, c) and not severe:  # a severe finding may take all its moves
+                answered.add(c.finding.code)
 
-    def _apply(self, plan: _Plan, f: Finding, m: Move) -> None:
-        ctx = plan.ctx
-        spec, old = ctx.space[m.key], current(ctx, m.key)
-        trend = next((t for t in ctx.trends if t.key == m.key), None)
+    def _apply(self, plan: _Plan, c: Candidate) -> bool:
+        ctx, f, m, spec, old = plan.ctx, c.finding, c.move, c.spec, c.old
         cause = f"{f.code} ({f.evidence.get('rule') or f.evidence_text()})"
-        factor = f"×{m.factor:g}" if m.factor else "one trust-region step"
+        trend = next((t for t in ctx.trends if t.key == m.key and t.direction != CONFOUNDED), None)
+        direction = c.direction
+        if direction is None:
+            return False
+        overruled = ""
+        if trend is not None:
+            better = {"lower is better": "down", "higher is better": "up"}.get(trend.direction)
+            if better is not None and better != direction:
+                if f.severity != "error":
+                    plan.skip(m.key, f"{cause} suggests {direction}, but the controlled trend says {_trend_text(trend)}")
+                    return False
+                # A severe finding (e.g. a policy that is pure noise) makes those runs' scores no evidence
+                # about this knob; the diagnosis wins and the overruled trend is recorded.
+                overruled = (f"; the trend ({_trend_text(trend)}) is overruled: a severe {f.code} makes those "
+                             f"scores no evidence about {m.key}")
+                trend = None
+        ahead = (trend is not None and spec.numeric and trend.direction != "flat" and trend.best_value is not None
+                 and (trend.best_value > old if direction == "up" else trend.best_value < old))
         if m.direction in ("set", "revert"):
             new, reached = toward(spec, old, m.value)
             sizing = f"set to {fmt_num(m.value)}" if reached else f"toward {fmt_num(m.value)}, capped by the trust region"
-        elif trend is not None and trend.direction in ("lower is better", "higher is better", "mixed"):
-            better = {"lower is better": "down", "higher is better": "up"}.get(trend.direction)
-            bv = trend.best_value
-            ahead = spec.numeric and bv is not None and (bv < old if m.direction == "down" else bv > old)
-            if better is not None and better != m.direction and f.severity == "error":
-                # A severe finding (e.g. a policy that is pure noise) makes the runs' scores incomparable
-                # evidence about this knob; the diagnosis wins and the overruled trend is recorded.
-                new = step(spec, old, m.direction, factor=m.factor)
-                plan.set(m.key, new, f"{cause}: {m.why}; {factor} step; the trend ({_trend_text(trend)}) is "
-                                     f"overruled: a severe {f.code} makes those scores no evidence about {m.key}")
-                plan.causes.append(f.code)
-                return
-            if better is not None and better != m.direction:
-                plan.skip(m.key, f"{cause} suggests {m.direction}, but the trend says {_trend_text(trend)}")
-                return
-            if ahead:
-                new, reached = toward(spec, old, bv)
-                sizing = (f"toward the best-known {fmt_num(bv)}, trend {_trend_text(trend)}"
-                          + ("" if reached else "; capped by the trust region"))
-            elif better is None and bv != old:
-                plan.skip(m.key, f"{cause} suggests {m.direction}, but the best-known {fmt_num(bv)} lies the "
-                                 f"other way: {_trend_text(trend)}")
-                return
-            else:
-                new = step(spec, old, m.direction, factor=m.factor)
-                sizing = f"{factor} past the best-known edge {fmt_num(bv)}, trend {_trend_text(trend)}"
+        elif c.undo is not None:
+            new, sizing = c.undo, "undo: the previous run moved it the other way just before this appeared"
+            plan.override = plan.override or f"undo the previous run's change of {m.key}"
+        elif ahead:
+            new = trend.best_value  # type: ignore[union-attr]
+            sizing = f"to the best-known {fmt_num(new)} of the controlled trend {_trend_text(trend)}"  # type: ignore[arg-type]
+            plan.override = plan.override or f"the best-known {m.key} of a controlled trend"
+        elif c.outside > 0:
+            new = into_prior(spec, old, direction)
+            sizing = f"{describe_outside(spec, old)}: moved into it"
+            plan.override = plan.override or f"prior: {m.key} outside its typical range"
         else:
-            new = step(spec, old, m.direction, factor=m.factor)
-            seen = f"trend {_trend_text(trend)}, no usable direction; " if trend is not None else ""
-            sizing = f"{seen}no trend evidence yet: one {factor} step"
+            factor = m.factor or 2.0
+            new = escalated(spec, old, direction, factor, c.persisted)
+            if c.persisted:
+                sizing = (f"{f.code} persisted after {c.persisted} move(s) of {m.key} this way: a bolder step "
+                          f"(×{factor:g}^{min(c.persisted + 1, 3)})")
+                plan.override = plan.override or f"{f.code} persisted after {c.persisted} step(s): expanding step"
+            else:
+                edge = f", at the best-known edge {fmt_num(trend.best_value)}" if trend is not None else ""  # type: ignore[union-attr]
+                sizing = f"one ×{factor:g} step; {m.key} is inside its typical range{edge}"
         if new == old:
-            plan.skip(m.key, f"{cause} suggests {m.direction}, but {fmt_num(old)} is at its range limit")
-            return
-        plan.set(m.key, new, f"{cause}: {m.why}; {sizing}")
+            plan.skip(m.key, f"{cause} suggests {direction}, but {fmt_num(old)} is at its range limit")
+            return False
+        plan.set(m.key, new, f"{cause}: {m.why}; {sizing}{overruled}")
         plan.causes.append(f.code)
+        return True
 
-    # -- 4. explore ----------------------------------------------------------------------------------
-    def _explore(self, plan: _Plan, codes: dict[str, Finding]) -> None:
+    # -- 3./4. healthy: keep, or explore a measured plateau --------------------------------------------
+    def _rising(self, plan: _Plan) -> str | None:
+        """Why the run is still learning (a reason to keep the config), or None."""
         ctx = plan.ctx
-        if "plateau" in codes and not (ctx.noise and ctx.noise.measured) and (ctx.remaining_runs or 2) >= 2:
+        latest = ctx.history[-1]
+        band = ctx.noise_band or 0.0
+        r = rise(latest, ctx.objective) if trusted_score(latest, ctx.objective) is not None else None
+        if r is not None and r.gain > band / 2:
+            return (f"the curve still rises: {ctx.objective} last quarter {r.last:.4g} vs the quarter before "
+                    f"{r.before:.4g} (+{r.gain:.3g} > half the band {band / 2:.3g})")
+        if ctx.effect is not None and ctx.effect.verdict == "helped":
+            return f"the last run beat its predecessor: {ctx.effect.detail}"
+        return None
+
+    @staticmethod
+    def _plateau(ctx: AdvisorContext, codes: dict[str, Finding]) -> bool:
+        if "plateau" in codes:
+            return True
+        latest = ctx.history[-1]
+        r = rise(latest, ctx.objective) if trusted_score(latest, ctx.objective) is not None else None
+        band = ctx.noise_band or 0.0
+        flat = r is not None and abs(r.gain) <= band / 4
+        no_gain = ctx.effect is not None and ctx.effect.verdict in ("inconclusive", "unchanged", "hurt")
+        return flat and (no_gain or len(ctx.history) == 1)
+
+    def _explore(self, plan: _Plan) -> None:
+        ctx = plan.ctx
+        specs = tunable(ctx)
+        latest_fresh = ctx.history[-1].config is not None and ctx.history[-1].config.autopilot.resume_mode == "fresh"
+        if latest_fresh and not (ctx.noise and ctx.noise.measured) and (ctx.remaining_runs or 2) >= 2:
+            # Runs that start from scratch lose nothing by a repeat: spend one on measuring the band.
             target = self._repeat_target(ctx)
             if target is not None:
                 changes, why = seed_repeat(ctx, target)
@@ -233,51 +299,62 @@ class RulesAdvisor(Advisor):
                 for key, value in changes.items():
                     plan.set(key, value, why if key == "train.seed" else f"as in run {target.run_id}")
                 return
-        specs = tunable(ctx)
+        plan.revert_to = trusted_best(ctx)  # explore from the best checkpoint
+        plan.exploring = True
+        far = sorted(((abs(s.prior_distance(current(ctx, k))), k) for k, s in specs.items()
+                      if s.numeric and s.prior_distance(current(ctx, k)) != 0), reverse=True)
+        if far:
+            key = far[0][1]
+            spec, old = specs[key], current(ctx, key)
+            d = "up" if spec.prior_distance(old) < 0 else "down"
+            plan.set(key, into_prior(spec, old, d), f"plateau: explore the knob farthest from its prior: "
+                                                    f"{describe_outside(spec, old)}")
+            plan.override = f"prior: {key} outside its typical range"
+            return
         for t in ctx.trends:
             if (t.key in specs and specs[t.key].numeric and t.best_value == current(ctx, t.key)
                     and t.direction in ("lower is better", "higher is better")):
                 d = "down" if t.direction == "lower is better" else "up"
                 new = step(specs[t.key], t.best_value, d, fraction=self.explore_fraction)
                 if new != t.best_value:
-                    plan.set(t.key, new, f"healthy; extrapolate: the current value is the best-known edge, trend "
-                                         f"{_trend_text(t)}; {self.explore_fraction:g} of a trust-region step")
+                    plan.set(t.key, new, f"plateau: extrapolate the controlled trend {_trend_text(t)}; "
+                                         f"{self.explore_fraction:g} of a trust-region step")
                     return
         key = self._least_explored(ctx, specs)
         if key is None:
             return
-        rng = random.Random(ctx.seed * 100_003 + len(ctx.history))
-        d = rng.choice(("up", "down"))
-        old = current(ctx, key)
-        new = step(specs[key], old, d, fraction=self.explore_fraction)
+        spec, old = specs[key], current(ctx, key)
+        if spec.prior is not None and spec.numeric and old != spec.prior.center:
+            d, how = ("up" if old < spec.prior.center else "down"), f"toward its standard {fmt_num(spec.prior.center)}"
+        else:
+            d = random.Random(ctx.seed * 100_003 + len(ctx.history)).choice(("up", "down"))
+            how = "seeded direction"
+        new = step(spec, old, d, fraction=self.explore_fraction)
         if new == old:
             d = "up" if d == "down" else "down"
-            new = step(specs[key], old, d, fraction=self.explore_fraction)
-        plan.set(key, new, f"no finding asks for a move; explore the least-varied knob ({d}, "
-                           f"{self.explore_fraction:g} of a trust-region step, seeded direction)")
+            new = step(spec, old, d, fraction=self.explore_fraction)
+        plan.set(key, new, f"plateau: explore the least-varied knob ({d}, {how}, {self.explore_fraction:g} of a "
+                           f"trust-region step)")
 
     @staticmethod
     def _repeat_target(ctx: AdvisorContext) -> RunRecord | None:
-        """The run to repeat: the best or latest trusted run that started fresh (so the repeat is
-        comparable), else the best, else the latest."""
+        """The best (else latest) trusted run that started fresh, so the repeat is comparable with it."""
         trusted = [r for r in ctx.history if r.config is not None and trusted_score(r, ctx.objective) is not None]
-        best = trusted_best(ctx)
         fresh = [r for r in trusted if r.config.autopilot.resume_mode == "fresh"]  # type: ignore[union-attr]
-        for pool in (fresh, trusted):
-            if best is not None and best in pool:
-                return best
-            if pool:
-                return pool[-1]
-        return None
+        best = trusted_best(ctx)
+        if best is not None and best in fresh:
+            return best
+        return fresh[-1] if fresh else None
 
     @staticmethod
     def _least_explored(ctx: AdvisorContext, specs: dict) -> str | None:
-        numeric = [k for k in EXPLORE_ORDER if k in specs] + sorted(
-            k for k, s in specs.items() if k not in EXPLORE_ORDER and (s.numeric or s.scale in ("bool", "choice")))
-        if not numeric:
+        # Knobs with a prior first (the standard PPO knobs), in their declaration order.
+        keys = [k for k, s in specs.items() if s.prior is not None] + sorted(
+            k for k, s in specs.items() if s.prior is None and (s.numeric or s.scale in ("bool", "choice")))
+        if not keys:
             return None
         flats = [flatten(r.config.model_dump()) for r in ctx.history if r.config is not None]
-        return min(numeric, key=lambda k: len({repr(f.get(k)) for f in flats}))
+        return min(keys, key=lambda k: len({repr(f.get(k)) for f in flats}))
 
     # -- budget ----------------------------------------------------------------------------------------
     def _timesteps(self, plan: _Plan) -> None:
@@ -286,12 +363,11 @@ class RulesAdvisor(Advisor):
         if fit is None:
             return
         latest = ctx.history[-1]
-        rise = _rise(latest, ctx.objective) if trusted_score(latest, ctx.objective) is not None else None
+        r = rise(latest, ctx.objective) if trusted_score(latest, ctx.objective) is not None else None
         band = ctx.noise_band or 0.0
-        if (not plan.seed_repeat and plan.revert_to is None and rise is not None and rise[0] - rise[1] > band
-                and fit >= 2 * tt):
+        if plan.keep and r is not None and r.gain > band and fit >= 2 * tt:
             plan.set(BUDGET_KEY, 2 * tt, f"the curve was still rising: {ctx.objective} mean of the last quarter "
-                                         f"{rise[0]:.4g} vs the quarter before {rise[1]:.4g} (+{rise[0] - rise[1]:.3g} > "
+                                         f"{r.last:.4g} vs the quarter before {r.before:.4g} (+{r.gain:.3g} > "
                                          f"band {band:.3g}); {2 * tt:,} fits the budget ({fit:,} max at "
                                          f"{ctx.sps:,.0f} SPS)")
         elif tt > fit and fit > 0:
@@ -301,7 +377,9 @@ class RulesAdvisor(Advisor):
     # -- the proposal ----------------------------------------------------------------------------------
     def _proposal(self, plan: _Plan) -> Proposal:
         ctx = plan.ctx
-        mode, src, why = choose_resume(ctx, prefer_best=plan.revert_to is not None, fresh=plan.seed_repeat)
+        mode, src, why = choose_resume(ctx, prefer_best=plan.revert_to is not None, fresh=plan.seed_repeat or plan.fresh)
+        if plan.fresh and not plan.seed_repeat:
+            why = "fresh start: the run diverged and there is no trusted checkpoint to go back to"
         mode, why = _refuse_noise_checkpoint(ctx, mode, src, why)
         codes = [f.code for f in ctx.findings]
         causes = list(dict.fromkeys(plan.causes))
@@ -311,17 +389,30 @@ class RulesAdvisor(Advisor):
             head = f"seed repeat (train.seed {fmt_num(current(ctx, 'train.seed'))}→{plan.changes['train.seed']})"
         elif plan.revert_to is not None and plan.reverted:
             head = f"revert to best {plan.revert_to.run_id}: " + ", ".join(parts)
+        elif plan.keep and not [k for k in plan.changes if k != BUDGET_KEY]:
+            head = "keep the config" + (f", {', '.join(parts)}" if parts else "")
         else:
             head = ", ".join(parts) or "no change"
         expected = "; ".join(EXPECT[c].format(objective=ctx.objective) for c in causes if c in EXPECT)
         if plan.seed_repeat:
             expected = "a second sample of a config already run: the spread between seeds is the noise band"
+        elif plan.keep and not causes:
+            expected = (f"{ctx.objective} keeps rising: more training of a config that is learning beats changing "
+                        f"a knob nothing points at")
+        rationale = list(plan.rationale)
+        if plan.keep:
+            rationale.insert(0, f"keep: {plan.keep}")
+        if plan.watched:
+            rationale.append("watched, not acted on while the curve rises and every knob they name is inside its "
+                             "typical range: " + "; ".join(plan.watched))
+        if ctx.effect is not None and ctx.effect.detail and not any(ctx.effect.detail in r for r in rationale):
+            rationale.append(f"last change: {ctx.effect.detail}")
         next_steps = [NEXT[c] for c in codes if c in NEXT] + [f"{k}: {w}" for k, w in plan.skipped.items()]
         return Proposal(
             advisor=self.name or "rules", changes=plan.changes, resume_mode=mode, resume_from=src,  # type: ignore[arg-type]
             save_strategy=save_strategy(ctx),  # type: ignore[arg-type]
             headline=f"{head}; {why.split(' (')[0].split(';')[0]}",
-            rationale=plan.rationale + [f"resume: {why}"],
+            rationale=rationale + [f"resume: {why}"],
             expected_effect=expected or f"{ctx.objective} above the noise band of the current best",
             next_steps=next_steps, seed_repeat=plan.seed_repeat, trust_region_override=plan.override)
 
@@ -340,14 +431,3 @@ def _refuse_noise_checkpoint(ctx: AdvisorContext, mode: str, src: str, why: str)
                      f"actions in [-1, 1]); warm-starting it would inherit that width")
 
 
-def _rise(rec: RunRecord, objective: str) -> tuple[float, float] | None:
-    """(mean of the curve's last quarter, mean of the quarter before) for the objective, if ≥ 8 points."""
-    values = []
-    for row in rec.curve:
-        v = row.get(objective, (row.get("metrics") or {}).get(objective))
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
-            values.append(float(v))
-    q = len(values) // 4
-    if q < 2:
-        return None
-    return statistics.fmean(values[-q:]), statistics.fmean(values[-2 * q:-q])
