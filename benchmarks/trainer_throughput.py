@@ -1,25 +1,32 @@
-"""Trainer throughput: our PPO trainer against Stable-Baselines3 PPO, same env and same work per epoch.
+"""Trainer throughput: our PPO trainer against Stable-Baselines3 PPO and against our previous update.
 
-    .venv/bin/python benchmarks/trainer_throughput.py                   # defaults below, ~3-4 minutes
-    .venv/bin/python benchmarks/trainer_throughput.py --no-sb3-native   # skip the second SB3 figure
-    .venv/bin/python benchmarks/trainer_throughput.py --require-ratio 20 --require-sps 100000
-    .venv/bin/python benchmarks/trainer_throughput.py --profile         # + where our update's time goes
+    .venv/bin/python benchmarks/trainer_throughput.py                  # update phase + whole epochs, ~5 min
+    .venv/bin/python benchmarks/trainer_throughput.py --no-epoch       # the update phase only
+    .venv/bin/python benchmarks/trainer_throughput.py --sb3-gym        # + SB3 on its DummyVecEnv (slow)
+    .venv/bin/python benchmarks/trainer_throughput.py --require-ratio 2 --require-update-ratio 2
+    .venv/bin/python benchmarks/trainer_throughput.py --profile        # + where each update's time goes
 
-Both trainers run in this one process, one after the other, with the same torch thread count, and
-train the same PPO work per epoch: a rollout of `--batch` agent-steps, `--update-epochs` passes in
-minibatches of `--minibatch`, the same network (a shared MLP trunk of `--layers` × `--hidden` tanh
-units feeding linear policy and value heads: our `policy.py`, and in SB3 a features extractor shared
-by actor and critic with empty `net_arch`), the same PPO hyperparameters. SPS counts agent-steps per
-wall-clock second over whole epochs (rollout + update), the first epoch excluded as warm-up.
+Everything runs in this one process with the same torch thread count and the same PPO work: a batch
+of `--batch` agent-steps, `--update-epochs` passes in minibatches of `--minibatch`, the same network (a
+shared MLP trunk of `--layers` × `--hidden` tanh units feeding linear policy and value heads: our
+`policy.py`, and in SB3 a features extractor shared by actor and critic with empty `net_arch`), the
+same PPO hyperparameters. Two figures, each on every device present (CPU, and CUDA when there is one):
+
+1. The update phase alone, on the very same batch (SB3's own rollout buffer, fed to all three):
+   median wall time of `--repeats` interleaved rounds after `--warmup` untimed ones.
+2. Whole epochs (rollout + update): `--rounds` interleaved runs of `--epochs` epochs of each trainer,
+   the first epoch of each run excluded (warm-up); SPS = batch / the median epoch time.
 
 * ours: `autopilot.trainer.train.train` on drone_delivery, `--env-objects` env objects of
-  `--arenas` arenas × `--drones` drones stepped in-process, `bptt_horizon = batch / agents`.
-* SB3 (gymnasium): `PPO("MlpPolicy", make_vec_env("autopilot/DroneDelivery-v0", n_envs=--sb3-envs))`,
-  i.e. the env's single-agent Gymnasium view (one drone per arena, the cheapest form of the env)
-  vectorised by SB3's own DummyVecEnv, `n_steps = batch / n_envs`. This is how SB3 users train on a
-  Gymnasium env.
-* SB3 (native VecEnv): the same PPO on an SB3 `VecEnv` adapter over ONE vectorised drone_delivery object
+  `--arenas` arenas × `--drones` drones stepped in-process, `bptt_horizon = batch / agents`; on CUDA
+  the env is the device-resident torch implementation.
+* legacy: the same trainer with the previous update swapped in (kept here as a reference): autograd
+  through `nn.Linear`, a row gather per minibatch, Adam's and the clipping's per-parameter loops.
+* SB3 (native VecEnv): SB3's PPO on an SB3 `VecEnv` adapter over ONE vectorised drone_delivery object
   holding as many agents as ours, `n_steps = batch / agents`: SB3 without a Python loop over envs.
+* SB3 (gym): `PPO("MlpPolicy", make_vec_env("autopilot/DroneDelivery-v0", n_envs=--sb3-envs))`, the
+  env's single-agent Gymnasium view vectorised by SB3's DummyVecEnv, `n_steps = batch / n_envs`: how
+  SB3 users train on a Gymnasium env.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -50,14 +59,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--update-epochs", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=12, help="epochs for our trainer")
-    ap.add_argument("--sb3-epochs", type=int, default=3, help="epochs for each SB3 run (first is warm-up)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per whole-epoch run (the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved whole-epoch runs of each trainer")
     ap.add_argument("--sb3-envs", type=int, default=16, help="n_envs of SB3's make_vec_env")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: ours)")
-    ap.add_argument("--no-sb3-native", action="store_true", help="skip the SB3 native-VecEnv figure")
+    ap.add_argument("--sb3-gym", action="store_true", help="add the (slow) SB3 DummyVecEnv whole-epoch figure")
     ap.add_argument("--no-sb3", action="store_true", help="measure ours only")
-    ap.add_argument("--profile", action="store_true", help="profile our update with torch.profiler")
-    ap.add_argument("--require-ratio", type=float, default=None)
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds of the update-phase comparison")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds before them")
+    ap.add_argument("--no-legacy", action="store_true", help="skip the previous implementation's figures")
+    ap.add_argument("--no-epoch", action="store_true", help="measure the update phase only")
+    ap.add_argument("--profile", action="store_true", help="profile our update (and the legacy one)")
+    ap.add_argument("--require-ratio", type=float, default=None, help="minimum whole-epoch ours / SB3 native")
+    ap.add_argument("--require-update-ratio", type=float, default=None, help="minimum update-phase SB3 / ours")
     ap.add_argument("--require-sps", type=float, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     return ap.parse_args()
@@ -67,9 +81,11 @@ def parse_args() -> argparse.Namespace:
 # Ours
 
 
-def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
+def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu") -> tuple[float, dict]:
+    """Whole epochs of `autopilot.trainer.train`; `legacy` swaps in the previous update (policy forward,
+    optimizer, update loop) and leaves everything else as it is."""
     from autopilot.config import config_from_dict, ensure_valid
-    from autopilot.trainer.train import train
+    from autopilot.trainer import train as train_module
 
     agents = a.env_objects * a.arenas * a.drones
     bptt = a.batch // agents
@@ -77,7 +93,7 @@ def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
         "env_name": "drone_delivery", "env": {"num_envs": a.arenas, "num_drones": a.drones},
         "vec": {"num_envs": a.env_objects, "num_workers": 1},
         "train": {"total_timesteps": a.batch * a.epochs, "bptt_horizon": bptt, "minibatch_size": a.minibatch,
-                  "update_epochs": a.update_epochs, "checkpoint_interval": 10**6},
+                  "update_epochs": a.update_epochs, "checkpoint_interval": 10**6, "device": device},
         "policy": {"hidden_size": a.hidden, "num_layers": a.layers},
         "autopilot": {"eval_episodes": 0, "save_strategy": "latest"},
     }))
@@ -85,18 +101,24 @@ def run_ours(a: argparse.Namespace) -> tuple[float, dict]:
         os.environ["AUTOPILOT_LOG_CAPTURED"] = "1"  # keep our log lines out of the benchmark's output
         out = io.StringIO()
         stdout, sys.stdout = sys.stdout, out
+        swapped = {"ActorCritic": LegacyActorCritic, "make_optimizer": legacy_optimizer,
+                   "ppo_update": legacy_ppo_update} if legacy else {}
+        saved = {k: getattr(train_module, k) for k in swapped}
         try:
-            train(cfg, Path(tmp) / "bench", dashboard=False)
+            for k, v in swapped.items():
+                setattr(train_module, k, v)
+            train_module.train(cfg, Path(tmp) / "bench", dashboard=False)
         finally:
             sys.stdout = stdout
+            for k, v in saved.items():
+                setattr(train_module, k, v)
         rows = [json.loads(x) for x in (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()]
-    first, last = rows[0], rows[-1]
-    sps = (last["agent_steps"] - first["agent_steps"]) / (last["wall_s"] - first["wall_s"])
-    steady = rows[1:]
+    steady = rows[1:]  # the first epoch is warm-up
     parts = {k: sum(r[k] for r in steady) for k in ("env_s", "policy_s", "update_s")}
-    total = last["wall_s"] - first["wall_s"]
+    total = rows[-1]["wall_s"] - rows[0]["wall_s"]
     parts["other_s"] = total - sum(parts.values())
-    return sps, {"bptt": bptt, "agents": agents, "seconds": parts, "epochs_timed": len(steady)}
+    durations = [b["wall_s"] - a_["wall_s"] for a_, b in zip(rows, steady, strict=False)]
+    return durations, {"seconds": parts}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,18 +168,19 @@ class _Timer:
         return Timer()
 
 
-def run_sb3(a: argparse.Namespace, env, n_steps: int) -> float:
-    from stable_baselines3 import PPO
-
-    model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=a.minibatch, n_epochs=a.update_epochs,
-                learning_rate=3e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
-                max_grad_norm=0.5, policy_kwargs=sb3_policy_kwargs(a.hidden, a.layers), device="cpu", seed=1,
-                verbose=0)
+def run_sb3(a: argparse.Namespace, env, n_steps: int) -> list[float]:
+    """Seconds of each SB3 epoch (rollout + update) but the first."""
+    model = sb3_model(a, env, n_steps)
     timer = _Timer()
-    model.learn(total_timesteps=a.batch * a.sb3_epochs, callback=timer)
-    (s0, t0), (s1, t1) = timer.marks[1], timer.marks[-1]  # from the second rollout's start to the end
+    model.learn(total_timesteps=a.batch * a.epochs, callback=timer)
     env.close()
-    return (s1 - s0) / (t1 - t0)
+    times = [t for _, t in timer.marks[1:]]  # from the second rollout's start
+    return [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)]
+
+
+def _native_env_and_steps(a: argparse.Namespace):
+    env, n_agents = sb3_native_env(a)
+    return env, a.batch // n_agents
 
 
 def sb3_gym_env(a: argparse.Namespace):
@@ -223,10 +246,113 @@ def sb3_native_env(a: argparse.Namespace):
 
 
 # --------------------------------------------------------------------------------------------------
+# The update phase alone: ours, the previous implementation, SB3 — on the very same batch
+
+
+class LegacyActorCritic:
+    """The previous forward pass: autograd through `nn.Sequential` and `nn.Linear` (no fused node)."""
+
+    def __new__(cls, *args, **kwargs):
+        from autopilot.trainer.policy import ActorCritic
+
+        class Legacy(ActorCritic):
+            def forward(self, obs):
+                out = self.heads(self.trunk(obs))
+                return out[:, : self.act_dim], out[:, self.act_dim]
+
+        return Legacy(*args, **kwargs)
+
+
+def legacy_optimizer(policy, hp):
+    """The previous optimizer: Adam's default on CPU, a Python loop over the parameters."""
+    cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+    return cls(policy.parameters(), lr=hp.learning_rate, eps=1e-5, foreach=False,
+               **({"weight_decay": 0.01} if hp.optimizer == "adamw" else {}))
+
+
+def legacy_ppo_update(policy, optimizer, batch, hp, generator=None) -> dict[str, float]:
+    """The previous update: a row gather per minibatch, per-parameter gradient clipping."""
+    from autopilot.trainer.ppo import STAT_KEYS, PackedBatch, normalize_advantages, ppo_loss
+
+    n, mb_size = len(batch), int(hp.minibatch_size)
+    packed = PackedBatch(batch)
+    total = torch.zeros(len(STAT_KEYS), device=batch.obs.device)
+    steps = 0
+    for _ in range(hp.update_epochs):
+        perm = torch.randperm(n, generator=generator).to(batch.obs.device)
+        for start in range(0, n, mb_size):
+            mb = packed.take(perm[start:start + mb_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss, stats = ppo_loss(policy, mb, normalize_advantages(mb.advantages), hp)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm, foreach=False)
+            optimizer.step()
+            total += stats
+            steps += 1
+    return dict(zip(STAT_KEYS, (total / max(steps, 1)).tolist(), strict=True))
+
+
+def sb3_model(a: argparse.Namespace, env, n_steps: int, device: str = "cpu"):
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=a.minibatch, n_epochs=a.update_epochs,
+               learning_rate=3e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
+               max_grad_norm=0.5, policy_kwargs=sb3_policy_kwargs(a.hidden, a.layers), device=device, seed=1,
+               verbose=0)
+
+
+def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and CPU seconds of one whole update (`update_epochs` passes over `batch` in `minibatch`es) for each
+    implementation, interleaved round by round so that load from other programs hits all alike.
+
+    The batch is SB3's own: one rollout of SB3 on the native VecEnv fills its buffer, and ours and the
+    legacy update train on the same observations, actions, log-probabilities, values and advantages."""
+    from autopilot.config.model import TrainConfig
+    from autopilot.trainer.policy import ActorCritic
+    from autopilot.trainer.ppo import Batch, make_optimizer, ppo_update
+
+    env, n_agents = sb3_native_env(a)
+    model = sb3_model(a, env, a.batch // n_agents, device if with_sb3 else "cpu")
+    model.learn(total_timesteps=a.batch)  # one rollout + one update: fills the buffer, warms SB3 up
+    rb = model.rollout_buffer
+    flat = lambda x, *shape: torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(a.batch, *shape)  # noqa: E731
+    batch = Batch(flat(rb.observations, -1), flat(rb.actions, -1), flat(rb.log_probs), flat(rb.values),
+                  flat(rb.advantages), flat(rb.returns))
+    batch = Batch(*(t.to(device) for t in (batch.obs, batch.actions, batch.logprobs, batch.values,
+                                           batch.advantages, batch.returns)))
+    hp = TrainConfig(minibatch_size=a.minibatch, update_epochs=a.update_epochs, learning_rate=3e-3, ent_coef=0.01)
+    spaces = (env.observation_space, env.action_space)
+    ours_pol = ActorCritic(*spaces, a.hidden, a.layers).to(device)
+    old_pol = LegacyActorCritic(*spaces, a.hidden, a.layers).to(device)
+    ours_opt, old_opt = make_optimizer(ours_pol, hp), legacy_optimizer(old_pol, hp)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    runs = {"ours": lambda: ppo_update(ours_pol, ours_opt, batch, hp),
+            "legacy": lambda: legacy_ppo_update(old_pol, old_opt, batch, hp)}
+    if with_sb3:
+        runs["sb3"] = model.train
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(a.warmup):
+        for run in runs.values():
+            run()
+    for _ in range(a.repeats):
+        for name, run in runs.items():
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    env.close()
+    return {k: float(np.median(v)) for k, v in times.items()}, {k: float(np.median(v)) for k, v in cpu.items()}
+
+
+# --------------------------------------------------------------------------------------------------
 # Profile of our update
 
 
-def profile_update(a: argparse.Namespace, threads: int) -> str:
+def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
+    """Where one update's CPU time goes (torch.profiler self time, grouped), ours or the legacy one."""
     from gymnasium import spaces
     from torch.profiler import ProfilerActivity, profile
 
@@ -235,35 +361,35 @@ def profile_update(a: argparse.Namespace, threads: int) -> str:
     from autopilot.trainer.ppo import Batch, make_optimizer, ppo_update
 
     torch.set_num_threads(threads)
+    torch.manual_seed(0)
     obs_dim = 12 + 5 * 2
-    pol = ActorCritic(spaces.Box(-1, 1, (obs_dim,), np.float32), spaces.Box(-1, 1, (2,), np.float32),
-                      a.hidden, a.layers)
-    hp = TrainConfig(minibatch_size=a.minibatch, batch_size=a.batch, update_epochs=a.update_epochs,
-                     bptt_horizon=a.batch // (a.env_objects * a.arenas * a.drones))
-    opt = make_optimizer(pol, hp)
+    pol = (LegacyActorCritic if legacy else ActorCritic)(
+        spaces.Box(-1, 1, (obs_dim,), np.float32), spaces.Box(-1, 1, (2,), np.float32), a.hidden, a.layers)
+    hp = TrainConfig(minibatch_size=a.minibatch, update_epochs=a.update_epochs)
+    opt, update = (legacy_optimizer(pol, hp), legacy_ppo_update) if legacy else (make_optimizer(pol, hp), ppo_update)
     B = a.batch
     with torch.no_grad():
         obs, act = torch.rand(B, obs_dim) * 2 - 1, torch.randn(B, 2)
         lp, _, v = pol.evaluate(obs, act)
     batch = Batch(obs, act, lp, v, torch.randn(B), torch.randn(B))
-    ppo_update(pol, opt, batch, hp)  # warm-up
+    update(pol, opt, batch, hp)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        ppo_update(pol, opt, batch, hp)
+        update(pol, opt, batch, hp)
+
     def group(key: str) -> str:
-        if key in ("aten::addmm", "aten::tanh"):
-            return "forward matmuls + tanh (addmm, tanh)"
+        if key in ("aten::addmm", "aten::mm"):
+            return "matmuls (addmm, mm)"
+        if key in ("aten::tanh", "aten::tanh_", "aten::tanh_backward"):
+            return "tanh and its derivative"
         if key == "aten::copy_":
-            return "bias broadcast + casts (copy_)"
-        if key == "aten::mm":
-            return "backward matmuls (mm)"
-        if key == "aten::tanh_backward":
-            return "backward tanh"
+            return "copies (bias broadcast, casts, slice gradients)"
         if key == "aten::sum":
-            return "bias gradients (sum)"
+            return "sums (bias gradients, loss means)"
         if key in ("aten::index_select", "aten::cat", "aten::randperm"):
             return "minibatch gather (index_select)"
-        if key.startswith(("Optimizer.", "aten::_foreach", "aten::linalg_vector_norm", "aten::addcdiv_",
-                           "aten::addcmul_", "aten::lerp_", "aten::sqrt", "aten::clamp_", "aten::zero_")):
+        if key.startswith(("Optimizer.", "aten::_foreach", "aten::_fused", "aten::linalg_vector_norm",
+                           "aten::addcdiv_", "aten::addcmul_", "aten::lerp_", "aten::sqrt", "aten::clamp_",
+                           "aten::zero_")):
             return "optimizer step + grad clip + zero_grad"
         return "PPO loss elementwise ops, autograd glue"
 
@@ -273,10 +399,11 @@ def profile_update(a: argparse.Namespace, threads: int) -> str:
         t = ev.self_cpu_time_total
         all_self += t
         totals[group(ev.key)] = totals.get(group(ev.key), 0.0) + t
-    lines = [f"update profile: {a.update_epochs} epochs × {B // a.minibatch} minibatches of {a.minibatch:,} "
-             f"({B:,} samples), {threads} thread(s), self CPU time {all_self / 1e3:,.0f} ms"]
+    lines = [f"{'legacy' if legacy else 'ours'} update profile: {a.update_epochs} epochs × {B // a.minibatch} "
+             f"minibatches of {a.minibatch:,} ({B:,} samples), {threads} thread(s), self CPU time "
+             f"{all_self / 1e3:,.0f} ms"]
     for g, t in sorted(totals.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {g:44s} {t / 1e3:8.1f} ms  {100 * t / all_self:5.1f}%")
+        lines.append(f"  {g:48s} {t / 1e3:8.1f} ms  {100 * t / all_self:5.1f}%")
     return "\n".join(lines)
 
 
@@ -289,6 +416,7 @@ def main() -> int:
 
     threads = a.threads or torch_threads(1)
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
     agents = a.env_objects * a.arenas * a.drones
     if a.batch % agents:
         sys.exit(f"--batch {a.batch} must be a multiple of the agents {agents}")
@@ -296,45 +424,92 @@ def main() -> int:
 
     net = f"shared MLP {a.layers}×{a.hidden} tanh + linear policy/value heads"
     print("Trainer throughput: autopilot PPO vs Stable-Baselines3 PPO "
-          f"{stable_baselines3.__version__}, drone_delivery, cpu, {threads} torch thread(s), this one process")
-    print(f"  same for both: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
-          f"{a.update_epochs} update epochs, {net}; SPS over whole epochs, first epoch excluded")
-    print(f"  ours:        autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones = "
-          f"{agents:,} agents, bptt {a.batch // agents}, stepped in-process")
-    print(f"  SB3 (gym):   PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs}) "
-          f"[DummyVecEnv over the single-agent Gymnasium view, 1 drone per arena], n_steps {a.batch // a.sb3_envs:,}")
-    if not a.no_sb3_native:
-        print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
-              f"{agents:,} agents, n_steps {a.batch // agents}")
+          f"{stable_baselines3.__version__}, drone_delivery, {threads} torch thread(s), this one process")
+    print(f"  same for all: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
+          f"{a.update_epochs} update epochs, {net}")
+    print(f"  ours:         autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones "
+          f"= {agents:,} agents, bptt {a.batch // agents}, stepped in-process")
+    print("  legacy:       the same trainer with the previous update (autograd through nn.Linear, a gather per "
+          "minibatch, Adam's per-parameter loop)")
+    print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
+          f"{agents:,} agents, n_steps {a.batch // agents}")
+    if a.sb3_gym:
+        print(f"  SB3 (gym):    PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs})"
+              f" [DummyVecEnv over the single-agent Gymnasium view], n_steps {a.batch // a.sb3_envs:,}")
     sys.stdout.flush()
+    result: dict = {"threads": threads}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    ours, detail = run_ours(a)
-    s = detail["seconds"]
-    tot = sum(s.values())
-    print(f"ours:         {ours:12,.0f} SPS   (epoch time: env step {100 * s['env_s'] / tot:.0f}%, policy forward "
-          f"in rollout {100 * s['policy_s'] / tot:.0f}%, update {100 * s['update_s'] / tot:.0f}%, "
-          f"other {100 * s['other_s'] / tot:.0f}%; {detail['epochs_timed']} epochs)", flush=True)
-    if a.no_sb3:
-        if a.profile:
-            print(profile_update(a, threads))
-        return 0 if a.require_sps is None or ours >= a.require_sps else 1
-    torch.set_num_threads(threads)
-    sb3 = run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs)
-    print(f"SB3 (gym):    {sb3:12,.0f} SPS   ratio ours / SB3 = {ours / sb3:,.1f}×", flush=True)
-    result = {"ours_sps": ours, "sb3_gym_sps": sb3, "ratio_gym": ours / sb3, "threads": threads}
-    if not a.no_sb3_native:
-        torch.set_num_threads(threads)
-        env, n_agents = sb3_native_env(a)
-        native = run_sb3(a, env, a.batch // n_agents)
-        print(f"SB3 (native): {native:12,.0f} SPS   ratio ours / SB3 = {ours / native:,.1f}×", flush=True)
-        result.update(sb3_native_sps=native, ratio_native=ours / native)
+    # 1. The update phase alone, same batch, interleaved rounds, medians.
+    for dev in devices:
+        upd, upd_cpu = measure_update(a, dev, with_sb3=not a.no_sb3)
+        if a.no_legacy:
+            upd.pop("legacy", None)
+        print(f"update phase on {dev} (median of {a.repeats} interleaved rounds, {a.batch:,} samples × "
+              f"{a.update_epochs} epochs; this process's CPU time in brackets):")
+        for name, sec in upd.items():
+            rel = (f"   ours is {sec / upd['ours']:.2f}× faster ({upd_cpu[name] / upd_cpu['ours']:.2f}× in CPU time)"
+                   if name != "ours" else "")
+            print(f"  {name:8s} {1e3 * sec:8.1f} ms ({1e3 * upd_cpu[name]:6.0f} ms CPU)  {a.batch / sec:12,.0f} "
+                  f"samples/s{rel}", flush=True)
+        result[f"update_s_{dev}"], result[f"update_cpu_s_{dev}"] = upd, upd_cpu
+        if "sb3" in upd:
+            result[f"update_ratio_sb3_{dev}"] = upd["sb3"] / upd["ours"]
     if a.profile:
-        print(profile_update(a, threads))
+        for legacy in (False, True):
+            print(profile_update(a, threads, legacy))
+    if a.no_epoch:
+        if a.json:
+            print(json.dumps(result))
+        return 0
+
+    # 2. Whole epochs (rollout + update): `rounds` interleaved runs of each, SPS from the median epoch.
+    print(f"whole epochs (rollout + update): {a.rounds} interleaved runs of {a.epochs} epochs each, first epoch "
+          "of each run excluded, SPS from the median epoch:")
+    runs: dict[str, Any] = {}
+    for dev in devices:
+        runs[f"ours ({dev})"] = lambda dev=dev: run_ours(a, device=dev)
+        if not a.no_legacy:
+            runs[f"legacy ({dev})"] = lambda dev=dev: run_ours(a, legacy=True, device=dev)
+    if not a.no_sb3:
+        runs["SB3 (native)"] = lambda: (run_sb3(a, *_native_env_and_steps(a)), None)
+        if a.sb3_gym:
+            runs["SB3 (gym)"] = lambda: (run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs), None)
+    epochs: dict[str, list[float]] = {k: [] for k in runs}
+    shares: dict[str, dict] = {}
+    for _ in range(a.rounds):
+        for name, run in runs.items():
+            torch.set_num_threads(threads)
+            durations, detail = run()
+            epochs[name] += durations
+            if detail is not None:
+                shares[name] = detail["seconds"]
+    sps = {name: a.batch / float(np.median(d)) for name, d in epochs.items()}
+    ours = sps["ours (cpu)"]
+    for name, value in sps.items():
+        note = ""
+        if name in shares:
+            s = shares[name]
+            tot = sum(s.values())
+            note = (f"(env step {100 * s['env_s'] / tot:.0f}%, policy forward in rollout {100 * s['policy_s'] / tot:.0f}%, "
+                    f"update {100 * s['update_s'] / tot:.0f}%, other {100 * s['other_s'] / tot:.0f}%)")
+        elif name.startswith("SB3"):
+            note = f"ours (cpu) / this = {ours / value:,.2f}×"
+        print(f"  {name:16s} {value:12,.0f} SPS   {note}", flush=True)
+    result["epoch_sps"] = sps
+    if "SB3 (native)" in sps:
+        result["ratio_native"] = ours / sps["SB3 (native)"]
+    if "SB3 (gym)" in sps:
+        result["ratio_gym"] = ours / sps["SB3 (gym)"]
     if a.json:
         print(json.dumps(result))
     ok = True
-    if a.require_ratio is not None and ours / sb3 < a.require_ratio:
-        print(f"FAIL: ratio {ours / sb3:.1f} < {a.require_ratio}")
+    if a.require_ratio is not None and result.get("ratio_native", math.inf) < a.require_ratio:
+        print(f"FAIL: ours / SB3 native {result['ratio_native']:.2f} < {a.require_ratio}")
+        ok = False
+    update_ratio = result.get("update_ratio_sb3_cpu")
+    if a.require_update_ratio is not None and update_ratio is not None and update_ratio < a.require_update_ratio:
+        print(f"FAIL: update phase SB3 / ours {update_ratio:.2f} < {a.require_update_ratio}")
         ok = False
     if a.require_sps is not None and ours < a.require_sps:
         print(f"FAIL: {ours:,.0f} SPS < {a.require_sps:,.0f}")

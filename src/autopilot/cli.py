@@ -55,6 +55,33 @@ def _overrides(override_file: Path | None, sets: list[str] | None) -> dict[str, 
     return merged
 
 
+def _advisor_overrides(base_url: str | None, model: str | None, command: str | None,
+                       approval_timeout: float | None) -> dict[str, Any]:
+    """The advisor options as `autopilot.advisor.*` keys: the same as --set, carried run to run."""
+    import shlex
+
+    from autopilot.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    if base_url is not None:
+        out["autopilot.advisor.llm_base_url"] = base_url
+    if model is not None:
+        out["autopilot.advisor.llm_model"] = model
+    if command is not None:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise ConfigError(f"--advisor-command {command!r} cannot be split into arguments ({exc}); quote it "
+                              f"like a shell command line, e.g. --advisor-command 'python agent.py {{digest}}'") from None
+        if not argv:
+            raise ConfigError("--advisor-command is empty; give a program and its arguments, e.g. "
+                              "--advisor-command 'python agent.py {digest}'")
+        out["autopilot.advisor.command"] = argv
+    if approval_timeout is not None:
+        out["autopilot.advisor.approval_timeout_s"] = approval_timeout
+    return out
+
+
 @app.command()
 @_guarded
 def validate(
@@ -150,17 +177,31 @@ def init(workdir: Path = WorkdirOpt) -> None:
 def run(
     runs: int = typer.Option(3, "--runs", "-n", min=1, help="Training runs to do in this session."),
     mode: str = typer.Option("quick", "--mode", help="Base profile: quick or full."),
-    advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config."),
+    advisor: str = typer.Option("rules", "--advisor", help="Who proposes the next config: rules (default), "
+                                "random, llm, command, manual, or an installed plugin's name."),
     workdir: Path = WorkdirOpt,
     until: str | None = typer.Option(None, "--until", help="Stop early, e.g. 'success_rate>=0.9'."),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Wall budget for the session."),
     set_: list[str] | None = SetOpt,
+    llm_base_url: str | None = typer.Option(None, "--llm-base-url", help="--advisor llm: the OpenAI-compatible "
+                                            "endpoint (default $OPENAI_BASE_URL)."),
+    llm_model: str | None = typer.Option(None, "--llm-model", help="--advisor llm: the model (default "
+                                         "$AUTOPILOT_LLM_MODEL)."),
+    advisor_command: str | None = typer.Option(None, "--advisor-command", help="--advisor command: the command "
+                                               "line (split into argv, no shell; {digest} = the digest's file)."),
+    approval_timeout: float | None = typer.Option(None, "--approval-timeout", help="--advisor manual: seconds "
+                                                  "to wait for a person."),
+    parallel: int = typer.Option(1, "--parallel", "-k", help="Candidates trained at once per generation, as Ray tasks."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="An existing Ray cluster (default: local Ray)."),
 ) -> None:
-    """Run the loop: train, diagnose, propose, guard, record; N times."""
+    """Run the loop: train, diagnose, propose, guard, record; N times (K at once with --parallel K)."""
     from autopilot.loop.runner import run_loop
 
+    overrides = _overrides(None, set_)
+    overrides.update(_advisor_overrides(llm_base_url, llm_model, advisor_command, approval_timeout))
     code = run_loop(workdir, runs=runs, mode=mode, advisor=advisor, until=until,
-                    budget_minutes=budget_minutes, base_overrides=_overrides(None, set_), console=console)
+                    budget_minutes=budget_minutes, base_overrides=overrides, console=console,
+                    parallel=parallel, ray_address=ray_address)
     raise typer.Exit(code)
 
 
@@ -196,6 +237,19 @@ def apply(proposal: Path = typer.Argument(..., help="A JSON proposal of dotted k
 
 @app.command()
 @_guarded
+def approve(
+    workdir: Path = WorkdirOpt,
+    veto: bool = typer.Option(False, "--veto", help="Refuse the staged proposal; the session stops after this run."),
+    note: str | None = typer.Option(None, "--note", help="Why, for the run's notes."),
+) -> None:
+    """Approve (or --veto) the proposal a `--advisor manual` session is waiting on."""
+    from autopilot.loop.approval import approve_command
+
+    approve_command(workdir, veto=veto, note=note, console=console)
+
+
+@app.command()
+@_guarded
 def status(workdir: Path = WorkdirOpt) -> None:
     """A table of runs: id, status, changed knobs, objective, best marker."""
     from autopilot.loop.commands import status_command
@@ -212,6 +266,23 @@ def report(workdir: Path = WorkdirOpt,
 
     page = build_report(workdir, out)
     console.print(str(page), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_guarded
+def probe(
+    config: str | None = typer.Option(None, "--config", "-c", help="Config file or profile name (default: the "
+                                      "workspace's current base config)."),
+    workdir: Path = WorkdirOpt,
+    mode: str = typer.Option("quick", "--mode", help="Profile whose current base is probed when --config is absent."),
+    seconds: float = typer.Option(30.0, "--seconds", help="Wall budget per topology."),
+    cores: int | None = typer.Option(None, "--cores", help="Cores to plan for (default: this machine's)."),
+) -> None:
+    """Sweep vec.num_workers / vec.num_envs / agents per env object for the highest stable SPS; propose the winner."""
+    from autopilot.probe import probe_command
+
+    if probe_command(config, workdir, mode=mode, seconds=seconds, cores=cores, console=console) is None:
+        raise typer.Exit(1)
 
 
 def main() -> None:

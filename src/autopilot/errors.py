@@ -21,3 +21,8 @@ class ConfigError(AutopilotError):
 
 class WorkspaceError(AutopilotError):
     """The workspace is missing, locked by another process, or holds a file that cannot be read."""
+
+
+class AdvisorError(AutopilotError):
+    """An advisor could not produce a proposal (endpoint down, timeout, budget spent, unusable answer);
+    the loop falls back to the default advisor and the note records why."""

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,12 +16,44 @@ from autopilot.envs.drone_delivery import (
     DroneDeliveryEnv,
     DroneDeliveryParams,
 )
+from autopilot.envs.drone_delivery_torch import DroneDeliveryTorchEnv
 from autopilot.envs.registry import VecEnv, agents_factors, agents_per_env, make_env, validate_env_params
 from autopilot.errors import ConfigError
 
 
-def make(num_envs=4, num_drones=4, seed=0, **kw) -> DroneDeliveryEnv:
-    env = DroneDeliveryEnv(DroneDeliveryParams(num_envs=num_envs, num_drones=num_drones, **kw), seed)
+class TorchAsNumpy:
+    """The torch implementation behind the numpy one's interface (CPU tensors shown as numpy arrays that
+    share their memory, so the tests' writes reach the torch env's state): the same tests run on both."""
+
+    def __init__(self, env: DroneDeliveryTorchEnv):
+        self.env = env
+
+    def __getattr__(self, name):
+        value = getattr(self.env, name)
+        return value.numpy() if isinstance(value, torch.Tensor) else value
+
+    def __setattr__(self, name, value):
+        if name == "env":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.env, name, value)
+
+    def reset(self, seed=None):
+        obs, info = self.env.reset(seed=seed)
+        return obs.numpy(), info
+
+    def step(self, actions):
+        *out, info = self.env.step(torch.as_tensor(np.asarray(actions, np.float32)))
+        info = {k: v.numpy() for k, v in info.items()}
+        return (*(t.numpy() for t in out), info)
+
+
+IMPLS = pytest.mark.parametrize("impl", ["numpy", "torch"])
+
+
+def make(num_envs=4, num_drones=4, seed=0, impl="numpy", **kw) -> DroneDeliveryEnv:
+    params = DroneDeliveryParams(num_envs=num_envs, num_drones=num_drones, **kw)
+    env = DroneDeliveryEnv(params, seed) if impl == "numpy" else TorchAsNumpy(DroneDeliveryTorchEnv(params, seed))
     env.reset(seed=seed)
     return env
 
@@ -54,8 +87,9 @@ def test_registry_builds_the_env_with_the_contract_shapes():
     assert term.shape == trunc.shape == (15,) and term.dtype == trunc.dtype == bool
 
 
-def test_observations_are_finite_and_inside_the_declared_space_under_random_and_extreme_actions():
-    env = make(num_envs=8, num_drones=6, seed=3)
+@IMPLS
+def test_observations_are_finite_and_inside_the_declared_space_under_random_and_extreme_actions(impl):
+    env = make(num_envs=8, num_drones=6, seed=3, impl=impl)
     rng = np.random.default_rng(0)
     space = env.single_observation_space
     ended = 0
@@ -71,9 +105,10 @@ def test_observations_are_finite_and_inside_the_declared_space_under_random_and_
     assert env.pop_episode_stats()["oob_rate"] > 0
 
 
-def test_same_seed_same_trajectory_and_different_seed_differs():
+@IMPLS
+def test_same_seed_same_trajectory_and_different_seed_differs(impl):
     def rollout(seed):
-        env = make(num_envs=4, num_drones=4, seed=seed)
+        env = make(num_envs=4, num_drones=4, seed=seed, impl=impl)
         rng = np.random.default_rng(7)
         out = [env.reset(seed=seed)[0]]
         for _ in range(300):
@@ -88,8 +123,9 @@ def test_same_seed_same_trajectory_and_different_seed_differs():
     assert not np.array_equal(a[0], c[0])
 
 
-def test_zero_thrust_truncates_every_drone_exactly_at_the_time_limit_and_resets_it():
-    env = make(num_envs=2, num_drones=3, max_steps=25)
+@IMPLS
+def test_zero_thrust_truncates_every_drone_exactly_at_the_time_limit_and_resets_it(impl):
+    env = make(num_envs=2, num_drones=3, max_steps=25, impl=impl)
     first, _ = env.reset(seed=5)
     zero = np.zeros((env.num_agents, 2), np.float32)
     for _ in range(24):
@@ -109,8 +145,9 @@ def test_zero_thrust_truncates_every_drone_exactly_at_the_time_limit_and_resets_
     assert env.pop_episode_stats()["episodes"] == 0  # popping empties the window
 
 
-def test_final_obs_reports_the_terminal_state_when_asked():
-    env = make(num_envs=1, num_drones=2, max_steps=10)
+@IMPLS
+def test_final_obs_reports_the_terminal_state_when_asked(impl):
+    env = make(num_envs=1, num_drones=2, max_steps=10, impl=impl)
     env.record_final_obs = True
     zero = np.zeros((2, 2), np.float32)
     for _ in range(9):
@@ -122,9 +159,10 @@ def test_final_obs_reports_the_terminal_state_when_asked():
     assert not info["final_delivered"].any()
 
 
-def test_pickup_needs_to_be_near_and_slow_and_pays_the_bonus():
+@IMPLS
+def test_pickup_needs_to_be_near_and_slow_and_pays_the_bonus(impl):
     p = DroneDeliveryParams(num_envs=1, num_drones=2)
-    env = make(num_envs=1, num_drones=2)
+    env = make(num_envs=1, num_drones=2, impl=impl)
     # Drone 0: inside the radius, slow -> picked up. Drone 1: inside the radius but too fast -> not.
     place(env, 0, pos=(0.0, 0.0), vel=(0.0, 0.0), package=(0.02, 0.0), drop=(0.6, 0.6), carrying=False)
     place(env, 1, pos=(-0.5, -0.5), vel=(0.05, 0.0), package=(-0.44, -0.5), drop=(0.6, -0.6), carrying=False)
@@ -136,8 +174,9 @@ def test_pickup_needs_to_be_near_and_slow_and_pays_the_bonus():
     assert not term.any()
 
 
-def test_delivery_terminates_counts_a_success_and_pays_the_bonus():
-    env = make(num_envs=1, num_drones=2)
+@IMPLS
+def test_delivery_terminates_counts_a_success_and_pays_the_bonus(impl):
+    env = make(num_envs=1, num_drones=2, impl=impl)
     env.pop_episode_stats()
     place(env, 0, pos=(0.3, 0.3), package=(-0.5, -0.5), drop=(0.33, 0.3), carrying=True)
     place(env, 1, pos=(-0.6, 0.6), package=(0.5, -0.5), drop=(-0.6, 0.63), carrying=True)
@@ -151,8 +190,9 @@ def test_delivery_terminates_counts_a_success_and_pays_the_bonus():
     assert obs[0, 10] == 0.0 and obs[0, 11] == 0.0  # respawned, not carrying
 
 
-def test_leaving_the_arena_terminates_with_the_penalty_and_counts_oob():
-    env = make(num_envs=1, num_drones=1)
+@IMPLS
+def test_leaving_the_arena_terminates_with_the_penalty_and_counts_oob(impl):
+    env = make(num_envs=1, num_drones=1, impl=impl)
     env.pop_episode_stats()
     place(env, 0, pos=(0.99, 0.0), vel=(0.05, 0.0), package=(0.0, 0.5), drop=(-0.5, -0.5), carrying=False)
     dist_before = float(env._dist[0])
@@ -164,8 +204,9 @@ def test_leaving_the_arena_terminates_with_the_penalty_and_counts_oob():
     assert stats["oob_rate"] == 1 and stats["success_rate"] == 0 and stats["episodes"] == 1
 
 
-def test_a_collision_is_a_crash_that_ends_both_episodes_with_the_penalty():
-    env = make(num_envs=1, num_drones=3)
+@IMPLS
+def test_a_collision_is_a_crash_that_ends_both_episodes_with_the_penalty(impl):
+    env = make(num_envs=1, num_drones=3, impl=impl)
     env.pop_episode_stats()
     place(env, 0, pos=(0.0, 0.0), package=(0.5, 0.5), drop=(-0.5, 0.5))
     place(env, 1, pos=(0.03, 0.0), package=(-0.5, -0.5), drop=(0.5, -0.5))
@@ -178,8 +219,9 @@ def test_a_collision_is_a_crash_that_ends_both_episodes_with_the_penalty():
     assert np.linalg.norm(env.pos[0] - env.pos[1]) >= 0.1  # respawned clear of each other
 
 
-def test_without_crashes_collisions_cost_a_penalty_per_step_and_count_once_per_episode():
-    env = make(num_envs=1, num_drones=3, max_steps=4, collision_ends_episode=False, penalty_collision=0.1)
+@IMPLS
+def test_without_crashes_collisions_cost_a_penalty_per_step_and_count_once_per_episode(impl):
+    env = make(num_envs=1, num_drones=3, max_steps=4, collision_ends_episode=False, penalty_collision=0.1, impl=impl)
     env.pop_episode_stats()
     place(env, 0, pos=(0.0, 0.0), package=(0.5, 0.5), drop=(-0.5, 0.5))
     place(env, 1, pos=(0.03, 0.0), package=(-0.5, -0.5), drop=(0.5, -0.5))
@@ -194,8 +236,9 @@ def test_without_crashes_collisions_cost_a_penalty_per_step_and_count_once_per_e
     assert stats["episodes"] == 3 and stats["collision_rate"] == 2
 
 
-def test_spawn_points_keep_clear_of_the_other_drones():
-    env = make(num_envs=50, num_drones=16, seed=2)
+@IMPLS
+def test_spawn_points_keep_clear_of_the_other_drones(impl):
+    env = make(num_envs=50, num_drones=16, seed=2, impl=impl)
     for _ in range(3):
         env.reset(seed=None)
         xy = env.pos.reshape(16, 50, 2)  # drone-major: [drone, arena]
@@ -204,8 +247,9 @@ def test_spawn_points_keep_clear_of_the_other_drones():
         assert d.min() >= 2 * env.params.collision_radius
 
 
-def test_progress_reward_is_the_decrease_in_distance_to_the_target():
-    env = make(num_envs=1, num_drones=1, reward_progress=2.0)
+@IMPLS
+def test_progress_reward_is_the_decrease_in_distance_to_the_target(impl):
+    env = make(num_envs=1, num_drones=1, reward_progress=2.0, impl=impl)
     place(env, 0, pos=(0.0, 0.0), package=(0.6, 0.0), drop=(-0.6, 0.0), carrying=False)
     _, rew, _, _, _ = env.step(np.array([[1.0, 0.0]], np.float32))
     assert env.vel[0, 0] == pytest.approx(0.025)  # accel × thrust from rest
@@ -215,15 +259,17 @@ def test_progress_reward_is_the_decrease_in_distance_to_the_target():
     assert rew[0] < 0
 
 
-def test_speed_is_capped():
-    env = make(num_envs=1, num_drones=1, max_speed=0.03)
+@IMPLS
+def test_speed_is_capped(impl):
+    env = make(num_envs=1, num_drones=1, max_speed=0.03, impl=impl)
     for _ in range(10):
         env.step(np.array([[1.0, 1.0]], np.float32))
     assert np.linalg.norm(env.vel[0]) == pytest.approx(0.03, rel=1e-5)
 
 
-def test_neighbour_observation_matches_a_brute_force_nearest_search():
-    env = make(num_envs=5, num_drones=6, seed=4)
+@IMPLS
+def test_neighbour_observation_matches_a_brute_force_nearest_search(impl):
+    env = make(num_envs=5, num_drones=6, seed=4, impl=impl)
     rng = np.random.default_rng(1)
     for _ in range(30):
         obs, _, term, trunc, _ = env.step(rng.uniform(-1, 1, (env.num_agents, 2)))
@@ -245,13 +291,14 @@ def test_neighbour_observation_matches_a_brute_force_nearest_search():
             assert feats[4] == 1.0
 
 
-def test_missing_neighbours_are_zero_padded():
-    env = make(num_envs=3, num_drones=2, num_neighbors=3)
+@IMPLS
+def test_missing_neighbours_are_zero_padded(impl):
+    env = make(num_envs=3, num_drones=2, num_neighbors=3, impl=impl)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (6, 12 + 15)
     assert (obs[:, 16] == 1.0).all()  # one real neighbour
     assert (obs[:, 17:] == 0.0).all()  # two empty slots
-    solo = make(num_envs=2, num_drones=1)
+    solo = make(num_envs=2, num_drones=1, impl=impl)
     obs, _ = solo.reset(seed=0)
     assert (obs[:, 12:] == 0.0).all()
     for _ in range(5):
@@ -277,7 +324,8 @@ def test_every_param_has_a_range_and_its_default_lies_inside_it():
     assert tunable and all(k.startswith("env.reward_") or k.startswith("env.penalty_") for k in tunable)
 
 
-def test_step_runs_the_same_python_lines_whatever_the_agent_count():
+@IMPLS
+def test_step_runs_the_same_python_lines_whatever_the_agent_count(impl):
     """No Python loop over agents or arenas: the Python lines one step executes must not grow with 64×
     the agents (any per-agent loop, even of plain indexing, runs its body's lines per agent).
     Counted with a line tracer, not timed, so a busy machine cannot make it flaky."""
@@ -301,18 +349,19 @@ def test_step_runs_the_same_python_lines_whatever_the_agent_count():
             sys.settrace(None)
         return count / n
 
-    small, big = make(num_envs=8, num_drones=8), make(num_envs=512, num_drones=8)
+    small, big = make(num_envs=8, num_drones=8, impl=impl), make(num_envs=512, num_drones=8, impl=impl)
     # Respawns and rejection-sampling rounds vary a little with the draw; a per-agent loop would be 64×.
     assert lines_per_step(big) < 1.5 * lines_per_step(small)
 
 
+@IMPLS
 @settings(max_examples=25, deadline=None)
 @given(num_envs=st.integers(1, 6), num_drones=st.integers(1, 9), num_neighbors=st.integers(0, 4),
        crash=st.booleans(), seed=st.integers(0, 2**31 - 1))
 def test_any_shape_keeps_the_contract_and_rates_stay_in_the_unit_interval(num_envs, num_drones,
-                                                                          num_neighbors, crash, seed):
+                                                                          num_neighbors, crash, seed, impl):
     env = make(num_envs=num_envs, num_drones=num_drones, num_neighbors=num_neighbors, seed=seed,
-               max_steps=30, collision_ends_episode=crash)
+               max_steps=30, collision_ends_episode=crash, impl=impl)
     rng = np.random.default_rng(seed)
     for _ in range(70):
         obs, rew, term, trunc, _ = env.step(rng.uniform(-1.5, 1.5, (env.num_agents, 2)))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from gymnasium import spaces
 from torch.distributions import Categorical, Normal
 
-from autopilot.trainer.policy import ActorCritic
+from autopilot.trainer.policy import ActorCritic, TanhMLP
 
 OBS = spaces.Box(-1, 1, (6,), np.float32)
 
@@ -57,3 +58,36 @@ def test_network_is_sized_by_config():
     linears = [m for m in p.trunk if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(6, 32), (32, 32), (32, 32)]
     assert p.heads.out_features == 3 + 1
+
+
+def _autograd_forward(p: ActorCritic, obs: torch.Tensor) -> torch.Tensor:
+    """The same network through nn.Sequential / nn.Linear and autograd: the reference for TanhMLP."""
+    return p.heads(p.trunk(obs))
+
+
+@pytest.mark.parametrize("num_layers,block_rows", [(2, 2048), (2, 7), (3, 64), (1, 5), (0, 4)])
+def test_fused_mlp_matches_autograd_in_values_and_gradients(num_layers, block_rows, monkeypatch):
+    torch.manual_seed(1)
+    p = ActorCritic(OBS, spaces.Box(-1, 1, (2,), np.float32), hidden_size=16, num_layers=num_layers)
+    monkeypatch.setattr(TanhMLP, "block_rows", block_rows)  # 7 and 5 do not divide the 50 rows
+    obs = torch.randn(50, 6)
+    w = torch.randn(50, 3)
+    mean, value = p(obs)
+    (torch.cat([mean, value[:, None]], 1) * w).sum().backward()
+    fused = {k: v.grad.clone() for k, v in p.named_parameters() if v.grad is not None}
+    p.zero_grad(set_to_none=True)
+    ref = _autograd_forward(p, obs)
+    (ref * w).sum().backward()
+    assert torch.allclose(torch.cat([mean, value[:, None]], 1), ref, atol=1e-6)
+    assert set(fused) == {k for k, v in p.named_parameters() if v.grad is not None}
+    for k, v in p.named_parameters():
+        if v.grad is not None:
+            assert torch.allclose(fused[k], v.grad, atol=1e-5, rtol=1e-4), k
+
+
+def test_fused_mlp_runs_under_inference_mode():
+    p = ActorCritic(OBS, spaces.Discrete(4), hidden_size=8, num_layers=2)
+    obs = torch.randn(9, 6)
+    with torch.inference_mode():
+        logits, value = p(obs)
+    assert torch.allclose(logits, _autograd_forward(p, obs)[:, :4], atol=1e-6) and value.shape == (9,)

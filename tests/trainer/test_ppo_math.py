@@ -166,6 +166,33 @@ def test_packed_batch_take_equals_plain_indexing(discrete):
     assert got.actions.dtype == want.actions.dtype
 
 
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_shuffled_epoch_gives_the_minibatches_of_a_per_minibatch_gather(discrete):
+    """One gather per epoch, then contiguous slices: the same minibatches, and so the same update, as
+    gathering each minibatch's rows from the same permutation."""
+    b = _batch(48, discrete)
+    hp = TrainConfig(minibatch_size=16, batch_size=48, bptt_horizon=12, update_epochs=2)
+    p_new, p_ref = _policy(discrete), _policy(discrete)
+    stats = ppo_update(p_new, make_optimizer(p_new, hp), b, hp, torch.Generator().manual_seed(5))
+    gen, packed, opt = torch.Generator().manual_seed(5), PackedBatch(b), make_optimizer(p_ref, hp)
+    for _ in range(hp.update_epochs):
+        perm = torch.randperm(48, generator=gen)
+        epoch = packed.shuffled(perm)
+        for start in range(0, 48, 16):
+            want = b.take(perm[start:start + 16])
+            got = epoch.rows(start, start + 16)
+            for name in ("obs", "actions", "logprobs", "values", "advantages", "returns"):
+                assert torch.equal(getattr(got, name), getattr(want, name)), name
+            minibatch_step(p_ref, opt, want, hp)
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p_new.parameters(), p_ref.parameters(), strict=True))
+    assert set(stats) == set(STAT_KEYS)
+
+
+def test_the_optimizer_runs_fused():
+    opt = make_optimizer(_policy(), TrainConfig())
+    assert opt.defaults.get("fused") is True  # one kernel for every parameter, on CPU and CUDA
+
+
 def test_update_improves_the_surrogate_and_reports_every_stat():
     policy = _policy()
     b = _batch(256)

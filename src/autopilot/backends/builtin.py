@@ -23,9 +23,9 @@ class BuiltinBackend(Backend):
         if cfg.vec.num_workers == "auto":
             bad.append("vec.num_workers='auto' is PufferLib's (rule: the builtin trainer needs a worker count); "
                        "use 1 (in-process) or a divisor of vec.num_envs")
-        if cfg.vec.backend not in ("serial", "multiprocessing"):
+        if cfg.vec.backend not in ("serial", "multiprocessing", "torch"):
             bad.append(f"vec.backend={cfg.vec.backend!r} is PufferLib's (rule: the builtin trainer vectorises "
-                       f"serial or multiprocessing); use serial, or backend pufferlib")
+                       f"serial, multiprocessing or torch); use serial, or backend pufferlib")
         if cfg.train.optimizer == "muon":
             bad.append("train.optimizer='muon' is PufferLib's (rule: the builtin trainer has adam and adamw); "
                        "use adam, or backend pufferlib")

@@ -156,6 +156,10 @@ class PufferLibBackend(Backend):
     @staticmethod
     def _check_vec(cfg: Config) -> Check:
         ne = cfg.vec.num_envs
+        if cfg.vec.backend not in VEC_CLASSES:
+            return Check("vec", "fail", f"vec.backend {cfg.vec.backend}", [
+                f"vec.backend={cfg.vec.backend!r} is autopilot's (rule: PufferLib vectorises with "
+                f"{', '.join(VEC_CLASSES.values())}); use Serial or Multiprocessing"])
         if cfg.vec.backend == "pufferenv":
             if ne != 1:
                 return Check("vec", "fail", f"PufferEnv with {ne} envs", [

@@ -36,8 +36,9 @@ class VecConfig(OpenSection):
     num_envs: int = knob(2, "env objects stepped per rollout", "int", 1, 4096, tunable=False)
     num_workers: int | Literal["auto"] = knob(1, "processes stepping the env objects (1 = in-process; auto: "
                                                  "PufferLib's, one per env)", "int", 1, 256, tunable=False)
-    # serial/multiprocessing: every backend; ray/pufferenv: PufferLib's other vectorisations.
-    backend: Literal["serial", "multiprocessing", "ray", "pufferenv"] = "serial"
+    # "torch": the env's torch implementation stepped on train.device (chosen anyway on CUDA when there is one).
+    # ray/pufferenv: PufferLib's other vectorisations (the pufferlib backend's).
+    backend: Literal["serial", "multiprocessing", "torch", "ray", "pufferenv"] = "serial"
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -85,6 +86,27 @@ class PolicyConfig(OpenSection):
     num_layers: int = knob(2, "hidden layers", "int", 1, 8, tunable=False)
 
 
+class AdvisorSettings(Section):
+    """How the `llm`, `command` and `manual` advisors reach their source (`autopilot.advisor.*`).
+
+    Never tunable and never settable by a proposal: they choose what program runs and which server is
+    asked. The API key is read from $OPENAI_API_KEY only, so no secret lands in a run's config.json.
+    """
+
+    # `command` advisor: argv list (no shell); `{digest}` is replaced by a file holding the digest,
+    # which is also written to the command's stdin.
+    command: list[str] | None = None
+    timeout_s: float = Field(120.0, gt=0)  # per request (llm) or per invocation (command)
+    # `llm` advisor; None = $OPENAI_BASE_URL / $AUTOPILOT_LLM_MODEL.
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_max_retries: int = Field(2, ge=0, le=10)  # the client's retries, with exponential backoff
+    llm_token_budget: int = Field(200_000, ge=0)  # prompt + completion tokens per session; 0 = none
+    llm_response_format: Literal["json_schema", "json_object", "none"] = "json_object"
+    # `manual` advisor: seconds to wait for a person; then the staged proposal runs as it is.
+    approval_timeout_s: float = Field(900.0, gt=0)
+
+
 class AutopilotConfig(Section):
     resume_mode: Literal["fresh", "continue"] = "fresh"
     resume_from: str = "latest"  # latest | best | a checkpoint path
@@ -102,6 +124,7 @@ class AutopilotConfig(Section):
                             10, tunable=False)
     # A user's own trainer: argv with {config}, {run_dir}, {resume} placeholders; None = the built-in one.
     trainer_command: list[str] | None = None
+    advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
 
 
 class SweepSpec(Section):

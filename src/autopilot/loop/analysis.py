@@ -3,16 +3,20 @@
 Proposals change `history[-1].config` (the latest run's full config); `Decision.verdict.config` is the
 full resolved config the accepted proposal produces. When the chosen advisor's proposal is rejected
 the `rules` advisor is asked; if that is rejected too, a conservative seed repeat of the best (else
-latest) config; if even that fails, `proposal` is None and the notes say so.
+latest) config; if even that fails, `proposal` is None and the notes say so. A proposal from an outside
+advisor (`untrusted`: llm, command) is screened first (`advisors.external.screen`); every proposal as
+given is kept in `Decision.proposed`, so the notes can show what was refused and why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autopilot.config.invariants import Check
 from autopilot.errors import AutopilotError
 from autopilot.loop.advisors import get_advisor
 from autopilot.loop.advisors.base import choose_resume, save_strategy, seed_repeat
+from autopilot.loop.advisors.external import screen
 from autopilot.loop.attribution import change_effect
 from autopilot.loop.diagnose import diagnose
 from autopilot.loop.guard import guard
@@ -45,6 +49,7 @@ class Decision:
     labbook_md: str = ""  # the section appended to journal/labbook.md
     noise: NoiseBand | None = None  # the band in force (measured or assumed) and how it was obtained
     effect: ChangeEffect | None = None  # what the latest run's change did, and against which comparison
+    proposed: dict[str, Proposal] = field(default_factory=dict)  # advisor -> its proposal as given, before repairs
 
 
 def _base_record(history: list[RunRecord]) -> RunRecord | None:
@@ -118,14 +123,33 @@ def _advise(decision: Decision, ctx: AdvisorContext, advisor: str, history: list
     names = [advisor] + (["rules"] if advisor != "rules" else [])
     attempts: list[tuple[str, Proposal | None, str]] = []
     for name in names:
+        chosen = None
         try:
-            attempts.append((name, get_advisor(name).propose(ctx.model_copy()), ""))
+            chosen = get_advisor(name)
+            attempts.append((name, chosen.propose(ctx.model_copy()), ""))
         except AutopilotError as exc:
             attempts.append((name, None, f"advisor {name} failed: {exc}"))
+        if _screened(decision, attempts[-1], chosen, ctx.space):
+            continue
         if _judge(decision, ctx, attempts[-1], history, best_pointer):
             return
     _judge(decision, ctx, ("fallback", _fallback(ctx, _base_record(history)), ""),  # type: ignore[arg-type]
            history, best_pointer)
+
+
+def _screened(decision: Decision, attempt: tuple[str, Proposal | None, str], chosen: object,
+              space: SearchSpace) -> bool:
+    """Keep what an advisor proposed, before any repair (the notes show it); refuse what an outside
+    (untrusted) advisor may never do before the guard even looks. True when refused here."""
+    name, proposal, _ = attempt
+    if proposal is None:
+        return False
+    decision.proposed[name] = proposal.model_copy(deep=True)
+    reasons = screen(proposal, space) if getattr(chosen, "untrusted", False) else []
+    if reasons:
+        decision.rejected.append((name, GuardVerdict(accepted=False, proposal=proposal, reasons=reasons,
+                                                     checks=[Check("outside advisor", "fail", reasons[0], reasons)])))
+    return bool(reasons)
 
 
 def _judge(decision: Decision, ctx: AdvisorContext, attempt: tuple[str, Proposal | None, str],

@@ -255,8 +255,10 @@ def _repeat(w: _Work, cfg: Config, history: list[RunRecord], best: RunRecord | N
     p = w.proposal
     bad = []
     mine, start = knobs_of(cfg), _proposal_start(p, history, best)
+    # A run the infrastructure cut short (interrupted, crashed, stalled) is no finished experiment: running
+    # it again is a retry, not a repeat.
     same = [r.run_id for r in history if r.config is not None and knobs_of(r.config) == mine
-            and start_point(r) == start]
+            and start_point(r) == start and r.status not in ("interrupted", "crashed", "failed", "stalled")]
     seeds = {r.config.train.seed for r in history if r.config is not None}
     free_seed = max(seeds | {cfg.train.seed}) + 1
     if p.seed_repeat:

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from autopilot.config.invariants import derive_batch, resolve_config
-from autopilot.config.overrides import diff_configs
+from autopilot.config.overrides import diff_configs, flatten
 from autopilot.loop.records import RunRecord
 from autopilot.loop.sanity import is_suspect, record_score, suspect_reasons, trusted_score
 from autopilot.loop.trends import BOOKKEEPING, trend_line
@@ -219,6 +219,40 @@ def _action(decision: Decision, base: RunRecord) -> list[str]:
     return out
 
 
+def _refused(decision: Decision, base: RunRecord) -> list[str]:
+    """For each refused advisor: what it proposed (as given, before any repair), why it was refused, and
+    what ran instead. An outside advisor's prose is already quoted as its own theory."""
+    if not decision.rejected:
+        return []
+    flat = flatten(base.config.model_dump(exclude={"sweep"})) if base.config is not None else {}
+    out = ["## Refused proposals (what was proposed, why it was refused, what ran instead)"]
+    for name, verdict in decision.rejected:
+        given = decision.proposed.get(name)
+        if given is None:
+            out.append(f"- {name}: no proposal; " + "; ".join(verdict.reasons))
+            continue
+        moves = [f"{k}: {fmt_num(flat.get(k))} -> {fmt_num(v)}" for k, v in given.changes.items()]
+        src = "" if given.resume_mode == "fresh" else f" from {given.resume_from}"
+        out.append(f"- {name} proposed: {'; '.join(moves) or 'no knob change'}; resume {given.resume_mode}{src}")
+        if given.headline:
+            out.append(f"  - headline: {given.headline}")
+        out += [f"  - {r}" for r in given.rationale]
+        out += [f"  - refused: {r}" for r in verdict.reasons]
+    p = decision.proposal
+    if p is None:
+        out.append("- ran instead: nothing was accepted; the next run repeats the last config")
+    else:
+        moves = "; ".join(f"{k}: {fmt_num(flat.get(k))} -> {fmt_num(v)}" for k, v in p.changes.items())
+        out.append(f"- ran instead: {decision.advisor_used}: {moves or 'no knob change'} (see Action taken)")
+    return out + [""]
+
+
+def refused_line(decision: Decision) -> str:
+    """The labbook's one line: who was refused and why (first reason), what ran instead."""
+    parts = [f"{name} ({(v.reasons or ['no reason'])[0][:160]})" for name, v in decision.rejected]
+    return f"- Refused: {'; '.join(parts)}; ran {decision.advisor_used or 'nothing'} instead"
+
+
 def _checks(decision: Decision) -> list[str]:
     out = ["## Checks"]
     v = decision.verdict
@@ -248,7 +282,7 @@ def render_notes(decision: Decision, history: list[RunRecord], *, best: RunRecor
         lines.append(f"- vs baseline {baseline.run_id}: {objective} {_n(b)} -> {_n(s)} ({_delta(s, b)})")
     lines += [""] + _context(decision, history, best, objective) + [""]
     base = next((r for r in reversed(history) if r.config is not None), rec)
-    lines += _diagnosis(decision) + [""] + _action(decision, base) + [""]
+    lines += _diagnosis(decision) + [""] + _action(decision, base) + [""] + _refused(decision, base)
     lines += ["## Rationale"] + ([f"- {r}" for r in p.rationale] + [f"- Expected effect: {p.expected_effect}"]
                                  if p is not None else ["- none: no proposal was accepted"])
     lines += [""] + _checks(decision) + [""]
@@ -273,5 +307,6 @@ def render_labbook(decision: Decision, history: list[RunRecord], *, best: RunRec
         f"- Findings: {', '.join(f.code for f in decision.findings) or 'none'}",
         f"- Noise band: {decision.noise.text() if decision.noise else 'n/a'}",
         f"- Next ({decision.advisor_used or 'no advisor'}): {action}; resume {resume}",
+        *([refused_line(decision)] if decision.rejected else []),
         f"- Notes: {rec.run_dir / 'notes.md'}",
     ]) + "\n\n"

@@ -27,6 +27,7 @@ from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, stamp
 
 # Which program runs (and any code it imports by name) is the person's choice, never a proposal's.
 FORBIDDEN_KEYS = ("autopilot.trainer_command", "backend", "extras.vecenv", "extras.policy_factory")
+FORBIDDEN_PREFIXES = ("autopilot.advisor.",)  # which program or server advises is not a proposal's to choose
 
 
 def unresolve(cfg: Config) -> Config:
@@ -91,7 +92,7 @@ def validate_override(override: Any, base: Config, *, sps: float | None = None) 
     known = set(flatten(base.model_dump(exclude={"sweep"})))
     problems = []
     for key in flat:
-        if not isinstance(key, str) or key in FORBIDDEN_KEYS:
+        if not isinstance(key, str) or key in FORBIDDEN_KEYS or key.startswith(FORBIDDEN_PREFIXES):
             problems.append(f"{key} may not be set by a proposal (rule: a proposal tunes the training, not which "
                             f"program runs); set it in the profile or with --set")
         elif key not in known:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from autopilot.atomic import append_text, atomic_write_json, atomic_write_text
 from autopilot.loop import analysis
 from autopilot.loop.ledger import ensure_summaries, pinned_baseline, read_best
@@ -127,6 +129,8 @@ def _report(say: Say, decision: Any, ws: Workspace, staged: bool) -> None:
         say("  findings: " + ", ".join(f"{f.code} ({f.severity})" for f in decision.findings))
     else:
         say("  findings: none")
+    for name, verdict in decision.rejected:  # the reason a chosen advisor was passed over, logged
+        say(f"  ! {name} refused: {escape((verdict.reasons or ['no reason given'])[0][:240])}", "yellow")
     if decision.proposal is not None:
         ch = decision.proposal.changes
         what = ", ".join(f"{k}={v}" for k, v in ch.items()) if ch else "no knob changes"

@@ -60,11 +60,19 @@ PLATEAU_RUNS = 3  # stop after this many consecutive runs of the session diagnos
 # --------------------------------------------------------------------------------------------------
 def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: str = "rules",
              until: str | None = None, budget_minutes: float | None = None,
-             base_overrides: dict[str, Any] | None = None, console: Console | None = None) -> int:
-    """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
+             base_overrides: dict[str, Any] | None = None, console: Console | None = None,
+             parallel: int = 1, ray_address: str | None = None) -> int:
+    """Run (or resume) a session of `runs` runs; returns the exit code (0, 130 after SIGINT, 143 after SIGTERM).
+    `parallel` > 1 trains generations of that many candidates at once on Ray (`autopilot.loop.parallel`)."""
     console = console or Console()
     if mode not in ("quick", "full"):
         raise ConfigError(f"--mode {mode!r} is not a profile; use quick or full")
+    if parallel < 1:
+        raise ConfigError(f"--parallel {parallel} is not a number of candidates (rule: at least 1); use 1 for "
+                          f"one run at a time, or e.g. --parallel 2")
+    if ray_address and parallel == 1:
+        raise ConfigError(f"--ray-address {ray_address} needs --parallel K with K >= 2 (rule: a single run at a time "
+                          f"trains in this process); add e.g. --parallel 2")
     target = parse_until(until)
     from autopilot.loop.advisors import get_advisor
 
@@ -72,13 +80,19 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str = "quick", advisor: st
     ws = init_workspace(workdir)  # idempotent: keeps every existing file
     # Normalised through JSON so that it compares equal to the copy read back from session.json.
     signature = json.loads(dumps_json({"mode": mode, "advisor": advisor, "runs": runs, "until": until,
-                                       "budget_minutes": budget_minutes, "set": base_overrides or {}}))
+                                       "budget_minutes": budget_minutes, "set": base_overrides or {},
+                                       **({"parallel": parallel} if parallel > 1 else {})}))
     with WorkspaceLock(ws, command=f"autopilot run --runs {runs} --mode {mode}",
                        warn=lambda m: console.print(f"[yellow]! {m}[/]", highlight=False)):
         session = open_session(ws, signature, runs, lambda m, s="": console.print(f"[{s}]{m}[/]" if s else m))
+        _advisor_usage().tokens = session.advisor_tokens  # the llm token budget is per session, not per process
         loop = Loop(ws=ws, console=console, mode=mode, advisor=advisor, base_overrides=base_overrides or {},
                     session=session, until=target, budget_s=budget_minutes * 60 if budget_minutes else None)
         with _trap_signals(loop):
+            if parallel > 1:
+                from autopilot.loop.parallel import drive_parallel
+
+                return drive_parallel(loop, runs, parallel, ray_address)
             return _drive(loop, runs)
 
 
@@ -135,6 +149,8 @@ def _stop_criterion(loop: Loop, run_dir: Path) -> str:
             rec.trainer_summary.metric(loop.until.metric) if rec.trainer_summary else None)
         if loop.until.met(value):
             return f"target {loop.until} reached by run {rec.run_id} ({value:.4g})"
+    if (read_state(run_dir).get("person") or {}).get("decision") == "vetoed":
+        return f"a person vetoed the proposal after run {rec.run_id}; stage one with `autopilot apply` and rerun"
     recent = [load_run(d, lambda m: None, with_curve=False).loop_summary for d, st in loop.session_runs()
               if st.get("phase") == "done"][-PLATEAU_RUNS:]
     if len(recent) == PLATEAU_RUNS and all(r is not None and "plateau" in r.findings for r in recent):
@@ -306,6 +322,27 @@ def _advance(loop: Loop, run_dir: Path) -> None:
         analyse_run(loop.ws, run_dir, advisor=loop.advisor, say=loop.say, warn=loop.warn, keep_pending=True,
                     remaining_runs=max(0, loop.session.target - len(loop.session_runs())),
                     remaining_seconds=loop.remaining_s())
+        loop.session.advisor_tokens = _advisor_usage().tokens  # saved with the session at the next tick
+        if loop.advisor == "manual" and not _person_decided(loop, run_dir):
+            return  # stopped while waiting: the rerun analyses again and waits again
         write_state(run_dir, phase="done", finished_at=iso_now())
+
+
+def _advisor_usage():
+    from autopilot.loop.advisors.llm import SESSION_USAGE
+
+    return SESSION_USAGE
+
+
+def _person_decided(loop: Loop, run_dir: Path) -> bool:
+    """`--advisor manual`: wait for a person's decision on the staged proposal (loop/approval.py)."""
+    from autopilot.loop.approval import await_person
+
+    if read_state(run_dir).get("person"):
+        return True  # decided before a crash
+    cfg = load_run(run_dir, loop.warn, with_curve=False).config
+    timeout = cfg.autopilot.advisor.approval_timeout_s if cfg is not None else 900.0
+    return await_person(loop.ws, run_dir, mode=loop.mode, timeout_s=timeout, console=loop.console,
+                        stopped=lambda: loop.stop.requested) is not None
 
 

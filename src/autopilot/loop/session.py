@@ -58,6 +58,7 @@ class Session:
     spent_s: float = 0.0
     status: str = "running"  # running | stopped (resumable) | finished
     stop_reason: str = ""
+    advisor_tokens: int = 0  # tokens an llm advisor has spent in this session (its budget survives restarts)
 
     def save(self, ws: Workspace) -> None:
         atomic_write_json(ws.session_path, self.__dict__)

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from autopilot.config.model import Config
+from autopilot.config.model import AdvisorSettings, Config
 from autopilot.config.overrides import flatten
 from autopilot.loop.records import KnobTrend, NoiseBand, RunRecord
 from autopilot.loop.sanity import trusted_score
@@ -23,7 +23,7 @@ BOOKKEEPING = frozenset({
     "train.device", "train.checkpoint_interval", "autopilot.save_strategy", "autopilot.max_run_seconds",
     "autopilot.stall_seconds", "autopilot.max_retries", "autopilot.trainer_command",
     "autopilot.eval_episodes", "autopilot.metrics_window", "autopilot.objective",
-})
+}) | frozenset(f"autopilot.advisor.{k}" for k in AdvisorSettings.model_fields)  # who advises, not what trains
 SEED_KEY = "train.seed"
 
 

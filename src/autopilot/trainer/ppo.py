@@ -5,7 +5,9 @@
 3. The update: `update_epochs` passes over the batch in shuffled minibatches; advantages normalised per
    minibatch; a minibatch larger than `max_minibatch_size` is accumulated in chunks, each chunk's loss
    weighted by its share, so the gradient (and the single optimizer step) equals the one-big-minibatch
-   one; gradients clipped to `max_grad_norm`.
+   one; gradients clipped to `max_grad_norm`. Each epoch's shuffle is ONE row gather of the packed
+   batch, so every minibatch is a contiguous slice (a view); the optimizer and the clipping run as
+   fused / multi-tensor kernels (one call over all parameters instead of a Python loop over them).
 4. The learning-rate schedule (`anneal_lr`: linear to zero over the run's epochs).
 
 Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and PufferLib.
@@ -13,6 +15,7 @@ Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and Puf
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -90,7 +93,18 @@ class PackedBatch:
         return self.data.shape[0]
 
     def take(self, idx: torch.Tensor) -> Batch:
-        rows = self.data.index_select(0, idx)
+        return self._columns(self.data.index_select(0, idx))
+
+    def shuffled(self, perm: torch.Tensor) -> PackedBatch:
+        """A copy with its rows in `perm` order: slicing it gives the minibatches without further gathers."""
+        out = copy.copy(self)
+        out.data = self.data.index_select(0, perm)
+        return out
+
+    def rows(self, start: int, stop: int) -> Batch:
+        return self._columns(self.data[start:stop])
+
+    def _columns(self, rows: torch.Tensor) -> Batch:
         o, a = self.obs_dim, self.obs_dim + self.act_cols
         actions = rows[:, o:a].reshape(-1, *self.act_shape).to(self.act_dtype)
         return Batch(rows[:, :o], actions, rows[:, a], rows[:, a + 1], rows[:, a + 2], rows[:, a + 3])
@@ -144,7 +158,7 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
         loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
         (loss * weight).backward()
         stats += part_stats * weight
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm, foreach=True)
     optimizer.step()
     return stats
 
@@ -157,9 +171,9 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: Train
     total = torch.zeros(len(STAT_KEYS), device=batch.obs.device)
     steps = 0
     for _ in range(hp.update_epochs):
-        perm = torch.randperm(n, generator=generator).to(batch.obs.device)
+        epoch = packed.shuffled(torch.randperm(n, generator=generator).to(batch.obs.device))
         for start in range(0, n, mb_size):
-            total += minibatch_step(policy, optimizer, packed.take(perm[start:start + mb_size]), hp)
+            total += minibatch_step(policy, optimizer, epoch.rows(start, start + mb_size), hp)
             steps += 1
     means = (total / max(steps, 1)).tolist()
     return dict(zip(STAT_KEYS, means, strict=True))
@@ -186,6 +200,12 @@ def learning_rate(hp: TrainConfig, epoch_in_schedule: int, epochs_in_schedule: i
 
 
 def make_optimizer(policy: torch.nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
+    """Adam(W) with the fused kernel (one call updates every parameter) where torch has one for the
+    parameters' device, else the multi-tensor (`foreach`) one; the arithmetic is Adam's either way."""
     cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
     kwargs = {"weight_decay": 0.01} if hp.optimizer == "adamw" else {}
-    return cls(policy.parameters(), lr=hp.learning_rate, eps=1e-5, **kwargs)
+    params = list(policy.parameters())
+    try:
+        return cls(params, lr=hp.learning_rate, eps=1e-5, fused=True, **kwargs)
+    except RuntimeError:  # no fused kernel for this device / dtype
+        return cls(params, lr=hp.learning_rate, eps=1e-5, foreach=True, **kwargs)

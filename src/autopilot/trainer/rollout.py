@@ -32,8 +32,11 @@ class RolloutBuffer:
 class RolloutState:
     """What carries from one rollout to the next: the current observation and whether it starts an episode."""
 
-    def __init__(self, obs: np.ndarray, device: torch.device):
-        self.next_obs = torch.as_tensor(np.array(obs, np.float32, copy=True), device=device)
+    def __init__(self, obs: np.ndarray | torch.Tensor, device: torch.device):
+        if isinstance(obs, torch.Tensor):  # a device-resident env's own tensor
+            self.next_obs = obs.to(device, torch.float32).clone()
+        else:
+            self.next_obs = torch.as_tensor(np.array(obs, np.float32, copy=True), device=device)
         self.next_done = torch.zeros(obs.shape[0], device=device)
 
 
@@ -43,6 +46,7 @@ def collect(policy, vec, buf: RolloutBuffer, state: RolloutState, should_stop: C
     """Fill `buf` with one rollout; return False if `should_stop()` fired mid-way (buffer incomplete)."""
     t_env = t_pol = 0.0
     dev = buf.device
+    on_device = getattr(vec, "device_resident", False)  # torch env: tensors in and out, no host copies
     for t in range(buf.T):
         if should_stop is not None and should_stop():
             return False
@@ -53,13 +57,18 @@ def collect(policy, vec, buf: RolloutBuffer, state: RolloutState, should_stop: C
         buf.actions[t] = action
         buf.logprobs[t] = logprob
         buf.values[t] = value
-        env_action = policy.to_env_action(action)
+        env_action = policy.env_action(action) if on_device else policy.to_env_action(action)
         t1 = time.perf_counter()
         obs, rew, term, trunc = vec.step(env_action)
         t2 = time.perf_counter()
-        buf.rewards[t] = torch.from_numpy(rew).to(dev)
-        state.next_obs = torch.from_numpy(obs).to(dev, copy=True)
-        state.next_done = torch.from_numpy(np.logical_or(term, trunc)).to(dev, torch.float32)
+        if on_device:  # fresh tensors every step: keep them as they are
+            buf.rewards[t] = rew
+            state.next_obs = obs
+            state.next_done = (term | trunc).to(torch.float32)
+        else:
+            buf.rewards[t] = torch.from_numpy(rew).to(dev)
+            state.next_obs = torch.from_numpy(obs).to(dev, copy=True)
+            state.next_done = torch.from_numpy(np.logical_or(term, trunc)).to(dev, torch.float32)
         t_pol += t1 - t0 + (time.perf_counter() - t2)
         t_env += t2 - t1
     if timings is not None:

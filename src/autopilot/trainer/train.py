@@ -39,7 +39,7 @@ import torch
 from autopilot.atomic import append_text, atomic_write_text
 from autopilot.config.invariants import resolve_config
 from autopilot.config.model import Config
-from autopilot.errors import AutopilotError
+from autopilot.errors import AutopilotError, ConfigError
 from autopilot.summary import TrainerSummary, write_summary
 from autopilot.trainer import checkpoint as ck
 from autopilot.trainer.dashboard import LiveDashboard, PlainReporter, View, plain_line
@@ -47,7 +47,7 @@ from autopilot.trainer.metrics import ENV_DEFAULT_KEYS, TailWindow, epoch_row, r
 from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import explained_variance, learning_rate, make_optimizer, ppo_update
 from autopilot.trainer.rollout import RolloutBuffer, RolloutState, collect, evaluate, make_batch
-from autopilot.trainer.vector import EnvMaker, make_vector
+from autopilot.trainer.vector import TORCH_ENVS, EnvMaker, make_vector
 
 PROGRESS_EVERY_S = 5.0
 
@@ -78,6 +78,17 @@ def torch_threads(num_workers: int) -> int:
     cores = os.cpu_count() or 1
     workers = num_workers if num_workers > 1 else 0
     return max(1, min(8, cores // 2, cores - workers))
+
+
+def use_torch_env(cfg: Config, device: torch.device) -> bool:
+    """Step the env's torch implementation on the policy's device: on CUDA whenever the env has one (no
+    host copies per step), elsewhere when `vec.backend` is "torch"."""
+    if cfg.vec.backend == "torch":
+        if cfg.env_name not in TORCH_ENVS:
+            raise ConfigError(f"vec.backend='torch' but env_name={cfg.env_name!r} has no torch implementation "
+                              f"(rule: only {', '.join(sorted(TORCH_ENVS))} has one); use vec.backend='serial'")
+        return True
+    return device.type == "cuda" and cfg.env_name in TORCH_ENVS
 
 
 def _finite_module(module: torch.nn.Module) -> bool:
@@ -138,7 +149,8 @@ class Trainer:
         torch.set_num_threads(torch_threads(cfg.vec.num_workers))
 
         self.maker = EnvMaker.for_env(cfg.env_name, cfg.env)
-        self.vec = make_vector(cfg.env_name, cfg.env, cfg.vec.num_envs, cfg.vec.num_workers, t.seed)
+        env_device = self.device if use_torch_env(cfg, self.device) else None
+        self.vec = make_vector(cfg.env_name, cfg.env, cfg.vec.num_envs, cfg.vec.num_workers, t.seed, env_device)
         obs = self.vec.reset(t.seed)
         self.policy = ActorCritic(self.vec.single_observation_space, self.vec.single_action_space,
                                   cfg.policy.hidden_size, cfg.policy.num_layers).to(self.device)

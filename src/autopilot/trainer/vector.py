@@ -309,7 +309,69 @@ class SharedMemoryVec:
             pass
 
 
-def make_vector(env_name: str, env_params: dict[str, Any], num_envs: int, num_workers: int, seed: int):
+# --------------------------------------------------------------------------------------------------
+# Device-resident envs: torch implementations stepped on the policy's device
+
+# Envs with a torch implementation: name -> "module:class"; the class takes (params, seed, device, respawn_rng).
+TORCH_ENVS = {"drone_delivery": "autopilot.envs.drone_delivery_torch:DroneDeliveryTorchEnv"}
+
+
+class TorchVec:
+    """`num_envs` torch env objects on `device`: actions, observations, rewards and done flags are device
+    tensors (new ones every step, so callers may keep them), nothing crosses to the host per step.
+    Episode stats are read from the device once per `pop_episode_stats`."""
+
+    device_resident = True
+
+    def __init__(self, env_name: str, params: dict[str, Any], num_envs: int, seed: int, device: Any,
+                 respawn_rng: str):
+        module, cls_name = TORCH_ENVS[env_name].split(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        spec = get_env_spec(env_name)
+        validated = spec.params_model(**params)
+        self.envs = [cls(validated, seed + i, device=device, respawn_rng=respawn_rng) for i in range(num_envs)]
+        first = self.envs[0]
+        self.single_observation_space = first.single_observation_space
+        self.single_action_space = first.single_action_space
+        self.counts = [int(e.num_agents) for e in self.envs]
+        self.num_agents = sum(self.counts)
+        self.bounds = [int(b) for b in np.concatenate([[0], np.cumsum(self.counts)])]
+
+    def reset(self, seed: int | None = None):
+        import torch
+
+        return torch.cat([env.reset(seed=None if seed is None else seed + i)[0] for i, env in enumerate(self.envs)])
+
+    def step(self, actions):
+        import torch
+
+        if len(self.envs) == 1:
+            return self.envs[0].step(actions)[:4]
+        parts = [env.step(actions[lo:hi])[:4] for env, lo, hi in zip(self.envs, self.bounds, self.bounds[1:],
+                                                                      strict=False)]
+        return tuple(torch.cat(col) for col in zip(*parts, strict=True))
+
+    def pop_episode_stats(self) -> dict[str, float]:
+        return _sum_stats([env.pop_episode_stats() for env in self.envs])
+
+    def get_state(self) -> bytes | None:
+        return None  # device tensors: an exact resume restarts the rollout from a reset instead
+
+    def set_state(self, state: bytes) -> bool:
+        return False
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_vector(env_name: str, env_params: dict[str, Any], num_envs: int, num_workers: int, seed: int,
+                torch_device: Any = None):
+    """SerialVec / SharedMemoryVec over the numpy env objects, or, with `torch_device`, a TorchVec of the
+    env's torch implementation on that device (respawns drawn on the device when it is not the CPU)."""
+    if torch_device is not None:
+        rng = "host" if str(torch_device) == "cpu" else "device"
+        return TorchVec(env_name, env_params, num_envs, seed, torch_device, rng)
     maker = EnvMaker.for_env(env_name, env_params)
     if num_workers <= 1:
         return SerialVec(maker, num_envs, seed)

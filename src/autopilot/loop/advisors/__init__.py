@@ -32,7 +32,10 @@ def _name_class(name: str, factory: Callable[[], Advisor]) -> None:
 ADVISORS: Registry[Callable[[], Advisor]] = Registry(
     "advisor", "autopilot.advisors",
     builtins={"rules": "autopilot.loop.advisors.rules",
-              "random": "autopilot.loop.advisors.random_advisor"},
+              "random": "autopilot.loop.advisors.random_advisor",
+              "llm": "autopilot.loop.advisors.llm",
+              "command": "autopilot.loop.advisors.command",
+              "manual": "autopilot.loop.advisors.manual"},
     on_register=_name_class)
 
 

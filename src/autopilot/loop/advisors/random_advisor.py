@@ -3,6 +3,7 @@ scale) inside the trust region around the latest config, and uses the same resum
 
 from __future__ import annotations
 
+import json
 import random
 
 from autopilot.loop.advisors import register_advisor
@@ -50,3 +51,21 @@ class RandomAdvisor(Advisor):
                         rationale=rationale + [f"resume: {why}"],
                         expected_effect="unknown: the random baseline that other advisors must beat",
                         next_steps=["compare the rules advisor's gains per run with this baseline's"])
+
+    def propose_many(self, ctx: AdvisorContext, k: int) -> list[Proposal]:
+        """K independent samples: the first is `propose(ctx)`, the others come from their own streams
+        (a sample equal to an earlier one is drawn again, a bounded number of times)."""
+        out: list[Proposal] = []
+        seen: set[str] = set()
+        stream = 0
+        while len(out) < k and stream < 10 * k:
+            p = self.propose(ctx if stream == 0 else ctx.model_copy(update={"seed": ctx.seed + 7_919 * stream}))
+            stream += 1
+            key = json.dumps(p.changes, sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            if k > 1:
+                p.headline = f"{p.headline} (sample {len(out) + 1} of {k})"
+            out.append(p)
+        return out

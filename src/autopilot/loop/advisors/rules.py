@@ -128,13 +128,15 @@ class RulesAdvisor(Advisor):
             self._revert(plan, best)
             if hurt and "regression_vs_best" not in codes:
                 plan.rationale.append(f"the last change hurt: {ctx.effect.detail}")  # type: ignore[union-attr]
-            if not plan.reverted and broken is None:
-                # Every differing knob is still asked for by a firing finding: the findings decide.
+            if not plan.reverted:
+                # Nothing to revert (the best run's knobs equal these, or a still-firing finding asks to
+                # keep each difference): the findings decide, from the better checkpoint.
                 kept = "; ".join(f"{key} {why}" for key, why in plan.skipped.items())
                 plan = _Plan(ctx)
-                plan.revert_to = best  # still warm-start from the better checkpoint
-                plan.rationale.append(f"regression: no revert — {kept}" if kept else
-                                      "regression: the best run's knobs equal these; warm-start from its checkpoint")
+                plan.revert_to = best
+                what = broken.code if broken is not None else "regression"
+                plan.rationale.append(f"{what}: no revert — {kept}" if kept else
+                                      f"{what}: the best run's knobs equal these; warm-start from its checkpoint")
                 self._follow(plan, rising=False)
         elif broken is not None and broken.code == "diverged":
             self._follow(plan, rising=False)

@@ -1,0 +1,29 @@
+"""The trainer benchmark runs end to end at a tiny size and reports every figure it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "trainer_throughput.py"
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch and SB3, three trainers: ~15-45 s
+def test_benchmark_reports_update_phase_and_whole_epochs_for_ours_legacy_and_sb3():
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--arenas", "16", "--drones", "4", "--env-objects", "2", "--batch", "1024",
+         "--minibatch", "256", "--update-epochs", "2", "--repeats", "2", "--warmup", "1", "--epochs", "2",
+         "--rounds", "1", "--threads", "1", "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result["update_s_cpu"]) == {"ours", "legacy", "sb3"}
+    assert all(v > 0 for v in result["update_s_cpu"].values())
+    assert result["update_ratio_sb3_cpu"] == result["update_s_cpu"]["sb3"] / result["update_s_cpu"]["ours"]
+    assert set(result["epoch_sps"]) == {"ours (cpu)", "legacy (cpu)", "SB3 (native)"}
+    assert result["ratio_native"] == result["epoch_sps"]["ours (cpu)"] / result["epoch_sps"]["SB3 (native)"]
+    assert "update phase on cpu" in out.stdout and "whole epochs" in out.stdout
