@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from autopilot.errors import AutopilotError
 
@@ -32,7 +33,7 @@ def _guarded(fn):
         try:
             return fn(*args, **kwargs)
         except AutopilotError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -92,19 +93,20 @@ def validate(
     sps: float | None = typer.Option(None, "--sps", help="Recent SPS, to check the wall-time budget."),
 ) -> None:
     """Check a config against every invariant; print each check and the derived batch arithmetic."""
-    from autopilot.config import check_config, derive_batch, load_config
+    from autopilot.backends import get_backend
+    from autopilot.config import check_config, load_config
 
     cfg = load_config(config, _overrides(override, set_))
     checks = check_config(cfg, sps=sps)
     for check in checks:
         style = {"ok": "green", "fail": "red", "skip": "dim"}[check.status]
-        console.print(f"[{style}]{check.line()}[/]", highlight=False)
+        console.print(f"[{style}]{escape(check.line())}[/]", highlight=False)
     failed = [v for c in checks for v in c.violations]
     if failed:
         for v in failed:
-            err_console.print(f"[bold red]error:[/] {v}", soft_wrap=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(v)}", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
-    console.print(f"derived batch: {derive_batch(cfg)}", highlight=False)
+    console.print(f"backend {cfg.backend}: derived batch: {get_backend(cfg.backend).batch_line(cfg)}", highlight=False)
 
 
 @app.command()

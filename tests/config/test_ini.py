@@ -9,6 +9,7 @@ from autopilot.errors import ConfigError
 
 INI = """\
 [base]
+backend = builtin
 package = ocean
 env_name = puffer_drone_delivery
 policy_name = Policy
@@ -73,9 +74,11 @@ def test_ini_sweep_range_is_enforced(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "needle"),
-    [("[weird]\nx = 1\n", "section [weird] is not known"),
-     ("[train]\nwarp = 1\n", "train.warp is not a known key"),
-     ("[base]\nfoo = 1\n", "[base] foo is not a known key"),
+    [("[base]\nbackend = builtin\n[weird]\nx = 1\n", "section [weird] is not known"),
+     ("[base]\nbackend = builtin\n[train]\nwarp = 1\n", "train.warp is not a known key"),
+     ("[base]\nbackend = builtin\nfoo = 1\n", "[base] foo is not a known key"),
+     ("[base]\nenv_name = my_env\n[train]\nlearning_rate = fast\n", "train.learning_rate='fast' is invalid"),
+     ("[base]\npackage = ocean\n", "[base] env_name is not set"),
      ("[train\nx=1", "not a valid .ini file")],
 )
 def test_bad_ini_is_a_one_line_error(tmp_path, text, needle):

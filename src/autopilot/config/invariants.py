@@ -60,6 +60,13 @@ def divisors(n: int) -> list[int]:
 
 
 def derive_batch(cfg: Config) -> BatchArithmetic:
+    """batch = agents per env object × env objects × bptt, as the config's backend counts agents."""
+    from autopilot.backends import get_backend
+
+    return get_backend(cfg.backend).derive_batch(cfg)
+
+
+def derive_builtin_batch(cfg: Config) -> BatchArithmetic:
     factors = agents_factors(cfg.env_name, cfg.env) + [cfg.vec.num_envs, cfg.train.bptt_horizon]
     batch = 1
     for f in factors:
@@ -83,7 +90,14 @@ def derive_minibatch_size(batch: int, bptt: int, max_minibatch: int) -> int:
 
 
 def resolve_config(cfg: Config) -> Config:
-    """A copy with the derivable values filled in (`batch_size` and `minibatch_size` from "auto")."""
+    """A copy with the derivable values filled in, as the config's backend derives them."""
+    from autopilot.backends import get_backend
+
+    return get_backend(cfg.backend).resolve(cfg)
+
+
+def resolve_builtin(cfg: Config) -> Config:
+    """autopilot's rule: `batch_size` and `minibatch_size` from "auto"."""
     out = cfg.model_copy(deep=True)
     if cfg.train.batch_size == "auto":
         out.train.batch_size = derive_batch(cfg).batch
@@ -95,7 +109,7 @@ def resolve_config(cfg: Config) -> Config:
 
 
 # --------------------------------------------------------------------------------------------------
-def _check_ranges(cfg: Config, space: SearchSpace) -> Check:
+def check_ranges(cfg: Config, space: SearchSpace) -> Check:
     flat = flatten(cfg.model_dump(exclude={"sweep"}))
     bad = []
     for key, value in flat.items():
@@ -110,7 +124,7 @@ def _check_ranges(cfg: Config, space: SearchSpace) -> Check:
     return Check("ranges", "fail" if bad else "ok", f"{n - len(bad)}/{n} values inside their ranges", bad)
 
 
-def _check_divisibility(cfg: Config) -> Check:
+def check_divisibility(cfg: Config) -> Check:
     ne, nw = cfg.vec.num_envs, cfg.vec.num_workers
     if ne < 1 or nw < 1:
         return Check("divisibility", "skip", "needs positive vec.num_envs and vec.num_workers")
@@ -121,7 +135,7 @@ def _check_divisibility(cfg: Config) -> Check:
     return Check("divisibility", "fail", f"{ne} % {nw} = {ne % nw} ≠ 0", [msg])
 
 
-def _check_segments(cfg: Config) -> tuple[Check, BatchArithmetic | None]:
+def check_segments(cfg: Config) -> tuple[Check, BatchArithmetic | None]:
     try:
         arith = derive_batch(cfg)
     except (ConfigError, ValueError, TypeError) as exc:
@@ -135,7 +149,7 @@ def _check_segments(cfg: Config) -> tuple[Check, BatchArithmetic | None]:
     return Check("segments", "fail", f"{bs:,} ≠ {arith}", [msg]), arith
 
 
-def _check_minibatch(cfg: Config, batch: int | None) -> Check:
+def check_minibatch(cfg: Config, batch: int | None) -> Check:
     t = cfg.train
     if batch is None:
         return Check("minibatch", "skip", "no batch size to check against")
@@ -164,7 +178,7 @@ def _check_minibatch(cfg: Config, batch: int | None) -> Check:
     return Check("minibatch", "fail" if bad else "ok", detail, bad)
 
 
-def _check_timesteps(cfg: Config, batch: int | None) -> Check:
+def check_timesteps(cfg: Config, batch: int | None) -> Check:
     if batch is None:
         return Check("timesteps", "skip", "no batch size to check against")
     tt = cfg.train.total_timesteps
@@ -175,7 +189,7 @@ def _check_timesteps(cfg: Config, batch: int | None) -> Check:
     return Check("timesteps", "fail", f"{tt:,} < {batch:,}", [msg])
 
 
-def _check_device(cfg: Config) -> Check:
+def check_device(cfg: Config) -> Check:
     dev = cfg.train.device
     if dev in ("cpu", "auto"):
         return Check("device", "ok", f"{dev} is available")
@@ -205,7 +219,7 @@ def steps_that_fit(sps: float, budget_s: float, batch: int = 1) -> int:
     return int(sps * budget_s) // batch * batch
 
 
-def _check_runtime(cfg: Config, sps: float | None) -> Check:
+def check_runtime(cfg: Config, sps: float | None) -> Check:
     budget, source = run_budget(cfg)
     if not sps or sps <= 0:
         return Check("runtime", "skip", f"no measured SPS yet; budget {budget:,.0f}s")
@@ -220,18 +234,24 @@ def _check_runtime(cfg: Config, sps: float | None) -> Check:
 
 
 def check_config(cfg: Config, space: SearchSpace | None = None, *, sps: float | None = None) -> list[Check]:
-    """Run every invariant; never raises for a rule violation (see `ensure_valid`)."""
+    """Run every invariant of the config's backend; never raises for a rule violation (see `ensure_valid`)."""
+    from autopilot.backends import get_backend
     from autopilot.config.load import config_space
 
     space = space if space is not None else config_space(cfg)
-    checks = [_check_ranges(cfg, space), _check_divisibility(cfg)]
-    seg, arith = _check_segments(cfg)
+    return get_backend(cfg.backend).checks(cfg, space, sps)
+
+
+def builtin_checks(cfg: Config, space: SearchSpace, *, sps: float | None = None) -> list[Check]:
+    """The rules of autopilot's own trainer (segments, minibatch, divisibility, budget, device)."""
+    checks = [check_ranges(cfg, space), check_divisibility(cfg)]
+    seg, arith = check_segments(cfg)
     checks.append(seg)
     batch = (arith.batch if cfg.train.batch_size == "auto" else int(cfg.train.batch_size)) if arith else None
     if batch is not None and not 1 <= batch <= MAX_BATCH:
         batch = None  # out-of-range topology keys already fail `ranges`; no arithmetic on absurd sizes
-    checks += [_check_minibatch(cfg, batch), _check_timesteps(cfg, batch), _check_device(cfg),
-               _check_runtime(cfg, sps)]
+    checks += [check_minibatch(cfg, batch), check_timesteps(cfg, batch), check_device(cfg),
+               check_runtime(cfg, sps)]
     return checks
 
 

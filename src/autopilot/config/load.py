@@ -10,12 +10,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from autopilot.atomic import atomic_write_json, read_json
-from autopilot.config.model import Config, trainer_space
+from autopilot.config.model import Config
 from autopilot.config.overrides import apply_overrides
-from autopilot.envs.registry import get_env_spec, pydantic_violations
+from autopilot.envs.registry import pydantic_violations
 from autopilot.errors import AutopilotError, ConfigError
 from autopilot.plugins import import_plugins
-from autopilot.space import ParamSpec, SearchSpace
+from autopilot.space import ParamSpec, Prior, SearchSpace
 
 PROFILES = ("quick", "full")
 
@@ -122,9 +122,12 @@ _SWEEP_SCALES = {
 
 
 def config_space(cfg: Config) -> SearchSpace:
-    """The search space for this config: trainer defaults + the env's ranges + its `sweep` overrides."""
-    space: SearchSpace = dict(trainer_space())
-    space.update(get_env_spec(cfg.env_name).space)
+    """The search space for this config: its backend's ranges (trainer + env) + its `sweep` blocks, which
+    replace a key's range, or (for backends whose sweeps are priors, PufferLib's) become its prior."""
+    from autopilot.backends import get_backend
+
+    backend = get_backend(cfg.backend)
+    space: SearchSpace = backend.search_space(cfg)
     for key, sweep in cfg.sweep.items():
         scale = _SWEEP_SCALES.get(sweep.distribution)
         if scale is None:
@@ -134,7 +137,14 @@ def config_space(cfg: Config) -> SearchSpace:
         if base is not None and base.scale in ("int", "pow2") and scale in ("linear", "log"):
             scale = base.scale  # an integer knob stays integer whatever the distribution's name
         try:
-            space[key] = ParamSpec(key=key, scale=scale, low=sweep.min, high=sweep.max)
+            if backend.sweeps_are_priors:
+                center = sweep.mean if sweep.mean is not None and sweep.min <= sweep.mean <= sweep.max else \
+                    (sweep.min + sweep.max) / 2
+                prior = Prior(center=center, low=sweep.min, high=sweep.max, source="the file's [sweep] block")
+                space[key] = (base.model_copy(update={"prior": prior}) if base is not None else
+                              ParamSpec(key=key, scale=scale, low=sweep.min, high=sweep.max, prior=prior))
+            else:
+                space[key] = ParamSpec(key=key, scale=scale, low=sweep.min, high=sweep.max)
         except ValidationError as exc:
             raise ConfigError(f"sweep.{key} is invalid: {exc.errors()[0]['msg']}") from None
     return space

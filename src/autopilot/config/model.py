@@ -1,8 +1,11 @@
 """The typed configuration, in PufferLib's section and key names.
 
 Validated once at the edge (`Config.model_validate` via `load_config` / `config_from_dict`); the
-inside of the system trusts a `Config`. Unknown keys anywhere are errors (`extra="forbid"`), and the
-`env` section is validated by the chosen environment's own parameter model.
+inside of the system trusts a `Config`. The config's `backend` (see `autopilot.backends`) decides what
+else is allowed: unknown `vec`/`train`/`policy` keys are errors for autopilot's own trainer and are passed
+through (typed where known) for trainers that own more keys (PufferLib); `extras` holds a backend's own
+settings; `env` is validated by the chosen environment's parameter model when the backend uses
+autopilot's env registry, and is the trainer's own otherwise.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from autopilot.envs.registry import validate_env_params
+from autopilot.backends import backend_of, get_backend
 from autopilot.space import SearchSpace, knob, space_from_model
 
 
@@ -19,15 +22,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class OpenSection(BaseModel):
+    """A section whose unknown keys are kept for the backend to accept (pass-through) or reject."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 # Each knob is declared once, here: default and one-line doc (the pydantic field), scale, range, whether
 # advisors may tune it, and its prior (standard value, typical range). The search space
 # (`autopilot.config.load.config_space`), the guard, the advisors, the notes and `autopilot keys` derive
 # from these declarations.
-class VecConfig(Section):
+class VecConfig(OpenSection):
     num_envs: int = knob(2, "env objects stepped per rollout", "int", 1, 4096, tunable=False)
-    num_workers: int = knob(1, "processes stepping the env objects (1 = in-process)", "int", 1, 256, tunable=False)
+    num_workers: int | Literal["auto"] = knob(1, "processes stepping the env objects (1 = in-process; auto: "
+                                                 "PufferLib's, one per env)", "int", 1, 256, tunable=False)
     # "torch": the env's torch implementation stepped on train.device (chosen anyway on CUDA when there is one).
-    backend: Literal["serial", "multiprocessing", "torch"] = "serial"
+    # ray/pufferenv: PufferLib's other vectorisations (the pufferlib backend's).
+    backend: Literal["serial", "multiprocessing", "torch", "ray", "pufferenv"] = "serial"
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -39,7 +50,7 @@ class VecConfig(Section):
 _PPO = "CleanRL / SB3 / PufferLib PPO defaults and tuned configs"
 
 
-class TrainConfig(Section):
+class TrainConfig(OpenSection):
     device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
     seed: int = knob(1, "RNG seed; runs differing only in it measure the noise band", "int", 0, 2**31 - 1,
                      tunable=False)
@@ -47,7 +58,8 @@ class TrainConfig(Section):
     total_timesteps: int = knob(1_000_000, "agent-steps to train in this run", "int", 1, 10**12, tunable=False)
     learning_rate: float = knob(3e-3, "Adam step size", "log", 1e-5, 1e-1, prior=(1e-3, 1e-4, 1e-2), source=_PPO)
     anneal_lr: bool = knob(True, "linearly anneal the learning rate to 0 over the run", "bool")
-    optimizer: Literal["adam", "adamw"] = knob("adam", "the optimizer", "choice", choices=("adam", "adamw"))
+    # muon: PufferLib's (heavyball); the pufferlib backend's search space offers it.
+    optimizer: Literal["adam", "adamw", "muon"] = knob("adam", "the optimizer", "choice", choices=("adam", "adamw"))
     gamma: float = knob(0.99, "discount factor; 1 - gamma is the inverse horizon", "log1m", 0.8, 0.9999,
                         prior=(0.99, 0.95, 0.999), source=_PPO)
     gae_lambda: float = knob(0.95, "GAE lambda: bias/variance trade-off of the advantages", "log1m", 0.5, 0.999,
@@ -69,7 +81,7 @@ class TrainConfig(Section):
     checkpoint_interval: int = knob(50, "epochs between periodic checkpoints", "int", 1, 10**6, tunable=False)
 
 
-class PolicyConfig(Section):
+class PolicyConfig(OpenSection):
     hidden_size: int = knob(64, "width of each hidden layer", "pow2", 8, 1024, tunable=False)
     num_layers: int = knob(2, "hidden layers", "int", 1, 8, tunable=False)
 
@@ -129,6 +141,7 @@ class SweepSpec(Section):
 
 
 class Config(Section):
+    backend: str = "builtin"  # who trains: builtin | pufferlib | sb3 | command | a plugin's name
     env_name: str = "drone_delivery"
     env: dict[str, Any] = Field(default_factory=dict)
     vec: VecConfig = Field(default_factory=VecConfig)
@@ -136,15 +149,21 @@ class Config(Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     autopilot: AutopilotConfig = Field(default_factory=AutopilotConfig)
     sweep: dict[str, SweepSpec] = Field(default_factory=dict)  # dotted key -> range (overrides defaults)
+    extras: dict[str, Any] = Field(default_factory=dict)  # the backend's own settings, passed through
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_prepares(cls, data: Any) -> Any:
+        return backend_of(data).prepare(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
-    def _env_params(self) -> Config:
-        # Fill the env's defaults and reject unknown env keys, using the env's own model.
-        self.env = validate_env_params(self.env_name, self.env).model_dump()
+    def _backend_validates(self) -> Config:
+        # Unknown keys, typed extras, and the env's params (its defaults filled) per the backend.
+        get_backend(self.backend).validate(self)
         return self
 
 
-SECTIONS: dict[str, type[Section]] = {"vec": VecConfig, "train": TrainConfig, "policy": PolicyConfig,
+SECTIONS: dict[str, type[BaseModel]] = {"vec": VecConfig, "train": TrainConfig, "policy": PolicyConfig,
                                       "autopilot": AutopilotConfig}
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from autopilot.config.invariants import derive_batch, resolve_config
 from autopilot.config.overrides import diff_configs, flatten
-from autopilot.envs.registry import agents_factors
 from autopilot.loop.records import RunRecord
 from autopilot.loop.sanity import is_suspect, record_score, suspect_reasons, trusted_score
 from autopilot.loop.trends import BOOKKEEPING, trend_line
@@ -87,7 +86,7 @@ def _config(rec: RunRecord, prev: RunRecord | None) -> list[str]:
     c = rec.config
     if c is None:
         return ["## Config", "- no config.json recorded for this run"]
-    env = "×".join(str(f) for f in agents_factors(c.env_name, c.env))
+    env = "×".join(str(f) for f in derive_batch(c).factors[:-2])  # agents per env object (backend's count)
     resolved = resolve_config(c)
     t = c.train
     prev_t = prev.config.train if prev is not None and prev.config is not None else None
@@ -102,7 +101,7 @@ def _config(rec: RunRecord, prev: RunRecord | None) -> list[str]:
     return [
         "## Config",
         f"- Device/topology: {t.device}; vec {c.vec.num_workers}/{c.vec.num_envs}, env {env}, bptt {t.bptt_horizon}"
-        f" ({c.env_name})",
+        f" ({c.env_name}, backend {c.backend})",
         f"- Derived batch: {derive_batch(c)}; minibatch {int(resolved.train.minibatch_size):,} "
         f"(max_minibatch {t.max_minibatch_size:,})",
         f"- Train: {', '.join(knobs)}; seed {t.seed}",

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autopilot.atomic import append_text, atomic_write_bytes, atomic_write_json, atomic_write_text
+from autopilot.backends import get_backend
 from autopilot.config import Config, config_from_dict, ensure_valid
 from autopilot.errors import ConfigError
 from autopilot.loop import launch, ray_task, runner
@@ -332,10 +333,13 @@ def _train_generation(loop: Loop, dirs: list[Path]) -> None:
                               f"candidate's device must exist where it runs); use train.device=cpu, or join a "
                               f"cluster with GPUs via --ray-address")
         _set_aside(run_dir, attempt - 1)
+        # The backend decides the child; the builtin one is left to the worker (its own Python).
+        template = None if cfg.backend == "builtin" and not ap.trainer_command else \
+            get_backend(cfg.backend).argv_template(cfg)
         payload = {"run_id": run_dir.name, "attempt": attempt, "config_bytes": (run_dir / "config.json").read_bytes(),
-                   "trainer_command": ap.trainer_command, "resume_bytes": checkpoint.read_bytes() if checkpoint else None,
+                   "trainer_command": template, "resume_bytes": checkpoint.read_bytes() if checkpoint else None,
                    "stall_seconds": ap.stall_seconds, "wall_seconds": wall, "grace": grace, "workspace": str(ws.root)}
-        argv = launch.trainer_argv(ap.trainer_command, config=run_dir / "config.json", run_dir=run_dir, resume=checkpoint)
+        argv = launch.trainer_argv(template, config=run_dir / "config.json", run_dir=run_dir, resume=checkpoint)
         ref = remote.options(**want).remote(payload)
         write_state(run_dir, phase="training", attempt=attempt, launched_at=iso_now(), resume=resume, argv=argv,
                     ray={"task": ref.hex(), **want})

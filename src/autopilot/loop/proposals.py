@@ -38,7 +38,9 @@ from autopilot.loop.workspace import (
     stamp,
 )
 
-FORBIDDEN_KEYS = ("autopilot.trainer_command", "autopilot.plugins")
+# Which program runs (and any code it imports by name) is the person's choice, never a proposal's.
+FORBIDDEN_KEYS = ("autopilot.trainer_command", "autopilot.plugins", "backend", "extras.vecenv",
+                  "extras.policy_factory")
 FORBIDDEN_PREFIXES = ("autopilot.advisor.",)  # which program or server advises is not a proposal's to choose
 
 

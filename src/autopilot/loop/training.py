@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from autopilot.backends import get_backend
 from autopilot.config import Config
 from autopilot.loop import launch
 from autopilot.loop.history import read_ledger
@@ -101,7 +102,8 @@ def train_run(loop: Loop, run_dir: Path) -> None:
             if attempt == 1:
                 return  # never launched: the run stays `prepared`
             break
-        argv = launch.trainer_argv(ap.trainer_command, config=run_dir / "config.json", run_dir=run_dir, resume=checkpoint)
+        argv = launch.trainer_argv(get_backend(cfg.backend).argv_template(cfg), config=run_dir / "config.json",
+                                   run_dir=run_dir, resume=checkpoint)
         loop.say(f"  launching (attempt {attempt}): {shlex.join(argv)[:200]}", "dim")
         _set_aside(run_dir, attempt - 1)  # a summary left by an earlier attempt must not be read as this one's
         try:
