@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workspace
 RUNS ?= 3
 
-.PHONY: setup dev run test test-all bench lint clean
+.PHONY: setup dev run test test-all bench bench-tuning pufferlib lint clean
 
 # torch first, pinned, so no requirement can pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +35,15 @@ test-all: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/trainer_throughput.py
+
+# The default advisor vs random / constant / optuna on the same starts and run budget (JOBS=16 on a big box).
+JOBS ?= 2
+bench-tuning: $(VENV)/.dev-installed
+	$(PY) benchmarks/tuning_efficiency.py --jobs $(JOBS) --out tuning_results.json
+
+# PufferLib 3.0.0 built from its sdist without the build-time downloads (optional; `make test` needs none of it).
+pufferlib: $(VENV)/.dev-installed
+	scripts/install_pufferlib.sh $(PY)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -44,8 +44,10 @@ def _sdist(cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def config_tree(request) -> Path:
-    cache = Path(request.config.cache.mkdir("pufferlib-sdist"))
+def config_tree(request, tmp_path_factory) -> Path:
+    # pytest's cache keeps the download between runs; with the cache plugin off, a temp folder does.
+    store = getattr(request.config, "cache", None)
+    cache = Path(store.mkdir("pufferlib-sdist")) if store is not None else tmp_path_factory.mktemp("pufferlib-sdist")
     tree = cache / "config"
     if not (tree / "default.ini").exists():
         with tarfile.open(_sdist(cache)) as tar:

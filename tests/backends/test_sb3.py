@@ -85,9 +85,9 @@ def test_files_and_true_resume(tmp_path):
 def test_autopilot_run_three_runs_with_sb3(tmp_path):
     ws = tmp_path / "ws"
     cli = [sys.executable, "-m", "autopilot"]
-    subprocess.run([*cli, "init", "--workdir", str(ws)], check=True, capture_output=True)
-    (ws / "configs" / "baseline_quick.json").write_text(json.dumps(CARTPOLE))
-    proc = subprocess.run([*cli, "run", "--runs", "3", "--mode", "quick", "--workdir", str(ws)],
+    config = tmp_path / "cartpole_sb3.json"
+    config.write_text(json.dumps(CARTPOLE))
+    proc = subprocess.run([*cli, "run", "--config", str(config), "--runs", "3", "--workdir", str(ws)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = sorted(p for p in (ws / "runs").iterdir() if p.is_dir())
