@@ -113,9 +113,9 @@ def _one_thread() -> None:
 def run_session(task: dict[str, Any]) -> dict[str, Any]:
     """One session: a fresh workspace whose quick profile is the start config, `runs` runs of `advisor`."""
     from autopilot.atomic import atomic_write_json
+    from autopilot.decide.sanity import trusted_score
     from autopilot.loop.runner import run_loop
-    from autopilot.loop.sanity import trusted_score
-    from autopilot.loop.workspace import init_workspace, load_history
+    from autopilot.workspace.layout import init_workspace, load_history
 
     _one_thread()
     workdir = Path(task["root"]) / f"{task['env']}-{task['start']}-s{task['seed']}-{task['advisor']}"
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.seeds, args.starts = 2, [1], args.starts or ["decent", "timid"]
     if args.runs < 1 or args.jobs < 1:
         ap.error(f"--runs {args.runs} / --jobs {args.jobs}: both must be at least 1")
-    from autopilot.loop.advisors import get_advisor
+    from autopilot.decide.advisors import get_advisor
 
     for name in args.advisors:
         get_advisor(name)  # an unknown advisor is an error before any session starts

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autopilot.loop.runner import run_loop
-from autopilot.loop.workspace import load_history, open_workspace
+from autopilot.workspace.layout import load_history, open_workspace
 
 
 def one_session(workdir: Path, seed: int, runs: int, ent_coef: float, console: Console) -> list[dict]:

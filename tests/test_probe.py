@@ -10,7 +10,6 @@ from rich.console import Console
 
 from autopilot.config import check_config, config_from_dict, derive_batch, load_config
 from autopilot.errors import ConfigError
-from autopilot.loop.workspace import init_workspace
 from autopilot.probe import (
     Measurement,
     Topology,
@@ -22,6 +21,7 @@ from autopilot.probe import (
     topologies,
     winning_override,
 )
+from autopilot.workspace.layout import init_workspace
 
 
 def _tiny():

@@ -169,7 +169,7 @@ def train(
 def init(workdir: Path = WorkdirOpt, config: Path | None = BaseConfigOpt) -> None:
     """Create a workspace: configs/, proposals/, runs/, models/, journal/ (and configs/base.json with --config)."""
     from autopilot.config import load_config
-    from autopilot.loop.workspace import init_workspace
+    from autopilot.workspace.layout import init_workspace
 
     ws = init_workspace(workdir, base=load_config(config).model_dump() if config is not None else None)
     console.print(f"workspace ready at {ws.root}" + (f"; base config {ws.rel(ws.profile_path('config'))}"
@@ -250,7 +250,7 @@ def approve(
     note: str | None = typer.Option(None, "--note", help="Why, for the run's notes."),
 ) -> None:
     """Approve (or --veto) the proposal a `--advisor manual` session is waiting on."""
-    from autopilot.loop.approval import approve_command
+    from autopilot.workspace.approval import approve_command
 
     approve_command(workdir, veto=veto, note=note, console=console)
 
@@ -269,7 +269,7 @@ def status(workdir: Path = WorkdirOpt) -> None:
 def report(workdir: Path = WorkdirOpt,
            out: Path | None = typer.Option(None, "--out", help="Output folder (default WORKDIR/report).")) -> None:
     """An HTML report with plots: learning curves, score per run with the knobs changed, knob vs score."""
-    from autopilot.loop.report import build_report
+    from autopilot.workspace.report import build_report
 
     page = build_report(workdir, out)
     console.print(str(page), highlight=False, soft_wrap=True)

@@ -88,7 +88,7 @@ def probe_config(cfg: Config, topo: Topology, epochs: int = PROBE_EPOCHS) -> Con
 
 def measure(cfg: Config, topo: Topology, workdir: Path, *, seconds: float) -> Measurement:
     """Train `topo` briefly in `workdir/<name>` under the loop's watchdog; SPS from metrics.jsonl."""
-    from autopilot.loop.workspace import read_curve
+    from autopilot.workspace.layout import read_curve
 
     m = Measurement(topo)
     try:
@@ -162,7 +162,7 @@ def probe(cfg: Config, *, seconds: float = 30.0, cores: int | None = None, conso
 
 def winning_override(base: Config, winner: Measurement) -> dict[str, Any]:
     """The winner as a proposal for `base`, checked against every invariant (a ConfigError if it fails)."""
-    from autopilot.loop.proposals import validate_override
+    from autopilot.workspace.proposals import validate_override
 
     override = winner.topology.override()
     validate_override(override, base, sps=winner.sps)
@@ -173,8 +173,8 @@ def probe_command(config: str | None, workdir: Path, *, mode: str, seconds: floa
                   console: Console) -> Measurement | None:
     """`autopilot probe`: the table, then the winner staged as proposals/next_config.json."""
     from autopilot.config import load_config
-    from autopilot.loop.proposals import current_base, stage
-    from autopilot.loop.workspace import init_workspace, load_history
+    from autopilot.workspace.layout import init_workspace, load_history
+    from autopilot.workspace.proposals import current_base, stage
 
     if seconds <= 0:
         raise ConfigError(f"--seconds {seconds:g} must be positive (rule: each topology trains for a while); "

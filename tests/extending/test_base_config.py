@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from autopilot.cli import app
 from autopilot.errors import ConfigError
-from autopilot.loop.report import build_report
 from autopilot.loop.runner import run_loop
-from autopilot.loop.workspace import Workspace, list_run_dirs, read_state
+from autopilot.workspace.layout import Workspace, list_run_dirs, read_state
+from autopilot.workspace.report import build_report
 
 CARTPOLE_JSON = {
     "env_name": "gym:CartPole-v1", "env": {"num_envs": 4}, "vec": {"num_envs": 1, "num_workers": 1},
@@ -117,15 +117,16 @@ def test_init_config_seeds_the_base_and_run_uses_it_by_default(tmp_path):
     base = json.loads((ws.configs / "base.json").read_text())
     assert base["env_name"] == "gym:CartPole-v1" and base["autopilot"]["objective"] == "mean_reward"
     assert ws.default_mode() == "config"
-    from autopilot.loop.history import read_ledger
-    from autopilot.loop.proposals import current_base
+    from autopilot.workspace.ledger import read_ledger
+    from autopilot.workspace.proposals import current_base
 
     cfg, source = current_base(ws, ws.default_mode(), read_ledger(ws).runs, {"train.ent_coef": 0.01})
     assert source == "configs/base.json" and cfg.env_name == "gym:CartPole-v1" and cfg.train.ent_coef == 0.01
 
 
 def test_a_changed_base_file_starts_a_new_session_and_a_fresh_base(tmp_path, monkeypatch):
-    from autopilot.loop import proposals, runner
+    from autopilot.loop import runner
+    from autopilot.workspace import proposals
 
     config = _write_config(tmp_path, "json")
     seen: list[dict] = []
@@ -167,7 +168,7 @@ def test_a_base_for_another_env_is_refused_with_the_valid_env_names(tmp_path):
 
 def test_a_busy_workspace_keeps_its_base_file(tmp_path):
     from autopilot.errors import WorkspaceError
-    from autopilot.loop.workspace import WorkspaceLock, init_workspace
+    from autopilot.workspace.layout import WorkspaceLock, init_workspace
 
     ws = init_workspace(tmp_path / "ws", base=dict(CARTPOLE_JSON))
     before = (ws.configs / "base.json").read_text()

@@ -10,13 +10,13 @@ import pytest
 from autopilot import plugins
 from autopilot.config import config_from_dict, load_profile
 from autopilot.errors import ConfigError
-from autopilot.loop.proposals import validate_override
+from autopilot.workspace.proposals import validate_override
 
 
 def test_a_module_beside_the_config_is_imported_and_its_folder_goes_to_the_child(tmp_path, monkeypatch):
     (tmp_path / "beside_cfg_plugin.py").write_text(textwrap.dedent("""
-        from autopilot.loop.advisors import register_advisor
-        from autopilot.loop.advisors.rules import RulesAdvisor
+        from autopilot.decide.advisors import register_advisor
+        from autopilot.decide.advisors.rules import RulesAdvisor
         register_advisor("beside_cfg_rules", RulesAdvisor)
     """))
     monkeypatch.chdir(tmp_path)
@@ -25,8 +25,8 @@ def test_a_module_beside_the_config_is_imported_and_its_folder_goes_to_the_child
     data["autopilot"]["plugins"] = ["beside_cfg_plugin"]
     cfg = config_from_dict(data)
     assert cfg.autopilot.plugins == ["beside_cfg_plugin"]
-    from autopilot.loop.advisors import available_advisors, get_advisor
-    from autopilot.loop.advisors.rules import RulesAdvisor
+    from autopilot.decide.advisors import available_advisors, get_advisor
+    from autopilot.decide.advisors.rules import RulesAdvisor
 
     assert "beside_cfg_rules" in available_advisors() and isinstance(get_advisor("beside_cfg_rules"), RulesAdvisor)
     env = plugins.child_environment({"PYTHONPATH": "/elsewhere"})

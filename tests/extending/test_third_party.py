@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from tiny_plugin import ADVISOR_MODULE, CONFIG, ENV_MODULE
 
-from autopilot.loop.workspace import Workspace, list_run_dirs, read_state
+from autopilot.workspace.layout import Workspace, list_run_dirs, read_state
 
 PYPROJECT = """
 [build-system]

@@ -77,8 +77,8 @@ SPEC = EnvSpec(name="line_reach", params_model=LineParams, factory=LineReach,
 '''
 
 ADVISOR_MODULE = '''
-from autopilot.loop.advisors import Advisor
-from autopilot.loop.records import Proposal
+from autopilot.decide.advisors import Advisor
+from autopilot.decide.records import Proposal
 
 
 class HalfLearningRate(Advisor):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from autopilot.loop.workspace import Workspace, init_workspace, list_run_dirs, read_state
+from autopilot.workspace.layout import Workspace, init_workspace, list_run_dirs, read_state
 
 # Only the fixtures: test modules take them with `from _runner_fixtures import *` (pytest finds fixtures
 # by name in the test module; tests/loop/conftest.py belongs to the ledger factories).
@@ -146,8 +146,8 @@ def fake_ws(tmp_path, ckpt_template, monkeypatch) -> FakeWorkspace:
 def stub_analysis(monkeypatch):
     """A trivial stand-in for the analysis where a test is about reliability, not decisions: it always
     proposes continuing from latest with the seed bumped (a valid, distinguishable change)."""
-    from autopilot.loop import analysis
-    from autopilot.loop.records import Finding, GuardVerdict, Proposal
+    from autopilot.decide import analysis
+    from autopilot.decide.records import Finding, GuardVerdict, Proposal
 
     calls: list[str] = []
 

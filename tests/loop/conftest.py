@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from autopilot.config import config_from_dict
-from autopilot.loop.records import LoopSummary, RunRecord
-from autopilot.loop.sanity import sanity_reasons, score_of
+from autopilot.decide.records import LoopSummary, RunRecord
+from autopilot.decide.sanity import sanity_reasons, score_of
 from autopilot.summary import parse_summary
 
 BASE_CONFIG: dict[str, Any] = {

@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import ent_coef_ledger, seeds_ledger  # noqa: E402
 
-from autopilot.loop.advisors import Advisor, get_advisor, register_advisor  # noqa: E402
-from autopilot.loop.analysis import analyse_and_propose  # noqa: E402
-from autopilot.loop.digest import MAX_CHARS, render_digest  # noqa: E402
-from autopilot.loop.records import AdvisorContext  # noqa: E402
+from autopilot.decide.advisors import Advisor, get_advisor, register_advisor  # noqa: E402
+from autopilot.decide.analysis import analyse_and_propose  # noqa: E402
+from autopilot.decide.digest import MAX_CHARS, render_digest  # noqa: E402
+from autopilot.decide.records import AdvisorContext  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "llm_digest.md"
 SPS = 125_000.0  # the seeds' measured throughput, so the runtime line is filled in
@@ -61,7 +61,7 @@ def render_doc() -> str:
            "",
            "`--advisor llm` sends this text as the user message (after a short system prompt), and "
            "`--advisor command` writes it to the command's stdin (and to the file named by `{digest}`). "
-           f"It is built by `autopilot.loop.digest.render_digest` from the ledger alone and stays under "
+           f"It is built by `autopilot.decide.digest.render_digest` from the ledger alone and stays under "
            f"{MAX_CHARS:,} characters whatever the ledger's length (a long ledger lists its first run, its best "
            "run and the most recent ones). The two digests below are generated from the test fixtures "
            "that reproduce the seeds' situations (`python tests/loop/digest_doc.py`).",

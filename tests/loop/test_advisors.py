@@ -2,14 +2,14 @@ import pytest
 from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid
 
 from autopilot.config.load import config_space
+from autopilot.decide.advisors import Advisor, available_advisors, get_advisor, register_advisor
+from autopilot.decide.attribution import change_effect
+from autopilot.decide.diagnose import diagnose
+from autopilot.decide.guard import TRUST, guard
+from autopilot.decide.records import AdvisorContext, NoiseBand, Proposal
+from autopilot.decide.sanity import best_of
+from autopilot.decide.trends import knob_trends, noise_band
 from autopilot.errors import ConfigError
-from autopilot.loop.advisors import Advisor, available_advisors, get_advisor, register_advisor
-from autopilot.loop.attribution import change_effect
-from autopilot.loop.diagnose import diagnose
-from autopilot.loop.guard import TRUST, guard
-from autopilot.loop.records import AdvisorContext, NoiseBand, Proposal
-from autopilot.loop.sanity import best_of
-from autopilot.loop.trends import knob_trends, noise_band
 
 SPS = 125_000.0
 

@@ -2,11 +2,11 @@ import pytest
 from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid, seeds_ledger
 
 from autopilot.config.load import config_space
+from autopilot.decide.advisors import Advisor, register_advisor
+from autopilot.decide.analysis import analyse_and_propose
+from autopilot.decide.guard import TRUST
+from autopilot.decide.records import Proposal
 from autopilot.errors import ConfigError
-from autopilot.loop.advisors import Advisor, register_advisor
-from autopilot.loop.analysis import analyse_and_propose
-from autopilot.loop.guard import TRUST
-from autopilot.loop.records import Proposal
 
 SPS = 125_000.0
 
@@ -120,7 +120,7 @@ def test_every_proposal_rejected_leaves_none_and_says_so():
 
 
 def test_conservative_fallback_when_rules_is_rejected(monkeypatch):
-    from autopilot.loop.advisors import rules
+    from autopilot.decide.advisors import rules
 
     monkeypatch.setattr(rules.RulesAdvisor, "propose",
                         lambda self, ctx: Proposal(changes={"train.learning_rate": 0.05}))  # ×20: trust region
@@ -130,7 +130,7 @@ def test_conservative_fallback_when_rules_is_rejected(monkeypatch):
     assert d.advisor_used == "constant" and [a for a, _ in d.rejected] == ["rules"]
     assert set(d.proposal.changes) <= {"train.seed"}
     assert (d.proposal.resume_mode, d.proposal.resume_from) == ("continue", "latest")
-    from autopilot.loop.advisors import constant
+    from autopilot.decide.advisors import constant
 
     monkeypatch.setattr(constant.ConstantAdvisor, "propose",
                         lambda self, ctx: Proposal(changes={"train.learning_rate": 0.05}))

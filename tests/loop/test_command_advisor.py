@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import ent_coef_ledger
 
-from autopilot.loop.analysis import analyse_and_propose
+from autopilot.decide.analysis import analyse_and_propose
 
 AGENT = r'''
 import json, os, sys

@@ -4,7 +4,7 @@ import pytest
 from conftest import make_record, rid
 from test_advisors import accepted, context
 
-from autopilot.loop.advisors import available_advisors, get_advisor
+from autopilot.decide.advisors import available_advisors, get_advisor
 
 
 def constant(ctx, k=None):

@@ -4,10 +4,10 @@
 from conftest import make_record, rid
 
 from autopilot.config.load import config_space
-from autopilot.loop.advisors.base import step
-from autopilot.loop.analysis import analyse_and_propose
-from autopilot.loop.attribution import change_effect
-from autopilot.loop.trends import knob_trends, noise_band
+from autopilot.decide.advisors.base import step
+from autopilot.decide.analysis import analyse_and_propose
+from autopilot.decide.attribution import change_effect
+from autopilot.decide.trends import knob_trends, noise_band
 
 SPS = 125_000.0
 CHAIN = {"autopilot.resume_mode": "continue", "autopilot.resume_from": "latest"}

@@ -3,8 +3,8 @@ import math
 import pytest
 from conftest import SEEDS_TRAINER, make_record, rid
 
-from autopilot.loop.diagnose import THRESHOLDS, UNIT_GAUSSIAN_ENTROPY, Thresholds, diagnose, policy_std
-from autopilot.loop.records import NoiseBand
+from autopilot.decide.diagnose import THRESHOLDS, UNIT_GAUSSIAN_ENTROPY, Thresholds, diagnose, policy_std
+from autopilot.decide.records import NoiseBand
 
 BAND = NoiseBand(value=0.05, measured=True, detail="test")
 
@@ -80,7 +80,7 @@ def test_missing_act_dim_never_gives_a_severe_entropy_verdict():
 
 
 def test_an_assumed_fact_caps_a_finding_at_warning():
-    from autopilot.loop.records import Finding
+    from autopilot.decide.records import Finding
 
     assert Finding(code="x", severity="error", assumed=["act_dim"]).severity == "warn"
     assert Finding(code="x", severity="error").severity == "error"

@@ -7,8 +7,8 @@ import json
 from conftest import ent_coef_ledger, make_record, seeds_ledger
 from digest_doc import DOC, context_of, render_doc
 
-from autopilot.loop.digest import MAX_CHARS, answer_schema, render_digest
-from autopilot.loop.sanity import suspect_reasons
+from autopilot.decide.digest import MAX_CHARS, answer_schema, render_digest
+from autopilot.decide.sanity import suspect_reasons
 
 
 def long_ledger(n: int = 50):

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from autopilot.config import flatten
 from autopilot.config.load import load_profile
-from autopilot.loop.ledger import build_loop_summary, read_best, summary_in_memory
-from autopilot.loop.proposals import take_pending
-from autopilot.loop.recording import fallback_notes, loop_record
-from autopilot.loop.sanity import sanity_reasons
-from autopilot.loop.workspace import init_workspace, load_history, load_run
+from autopilot.decide.sanity import sanity_reasons
+from autopilot.workspace.layout import init_workspace, load_history, load_run
+from autopilot.workspace.pointers import build_loop_summary, read_best, summary_in_memory
+from autopilot.workspace.proposals import take_pending
+from autopilot.workspace.recording import fallback_notes, loop_record
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])

@@ -3,8 +3,8 @@ from conftest import make_config, make_record, rid
 
 from autopilot.config import resolve_config
 from autopilot.config.load import config_space
-from autopilot.loop.guard import TRUST, guard
-from autopilot.loop.records import Proposal
+from autopilot.decide.guard import TRUST, guard
+from autopilot.decide.records import Proposal
 
 BASE = make_config({"train.ent_coef": 0.12})
 

@@ -11,10 +11,10 @@ from _openai_server import dead_base_url, openai_server  # noqa: F401 (fixture)
 from conftest import ent_coef_ledger, seeds_ledger
 
 from autopilot.config.load import config_space
-from autopilot.loop.advisors import llm
-from autopilot.loop.analysis import analyse_and_propose
-from autopilot.loop.guard import guard
-from autopilot.loop.records import Proposal
+from autopilot.decide.advisors import llm
+from autopilot.decide.analysis import analyse_and_propose
+from autopilot.decide.guard import guard
+from autopilot.decide.records import Proposal
 
 
 @pytest.fixture

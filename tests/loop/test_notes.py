@@ -2,7 +2,7 @@ import re
 
 from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid, seeds_ledger
 
-from autopilot.loop.analysis import analyse_and_propose
+from autopilot.decide.analysis import analyse_and_propose
 
 SECTIONS = ["## Config", "## Key metrics", "## Context vs recent runs", "## Diagnosis / Theory",
             "## Action taken", "## Rationale", "## Checks", "## Next steps", "## Repro notes"]

@@ -11,10 +11,10 @@ from conftest import make_record, rid
 from optuna.trial import TrialState
 from test_advisors import accepted, context
 
+from autopilot.decide.advisors import available_advisors, get_advisor
+from autopilot.decide.advisors.optuna_advisor import STORAGE_FILE, OptunaAdvisor
+from autopilot.decide.advisors.optuna_space import build_search_map
 from autopilot.errors import ConfigError
-from autopilot.loop.advisors import available_advisors, get_advisor
-from autopilot.loop.advisors.optuna_advisor import STORAGE_FILE, OptunaAdvisor
-from autopilot.loop.advisors.optuna_space import build_search_map
 from autopilot.space import spec
 
 

@@ -12,7 +12,7 @@ import pytest
 from _openai_server import openai_server  # noqa: F401 (fixture)
 from _runner_fixtures import *  # noqa: F403 (fixtures)
 
-from autopilot.loop.approval import approve_command, awaiting_path
+from autopilot.workspace.approval import approve_command, awaiting_path
 
 
 def notes(fake_ws, i: int) -> str:
@@ -132,7 +132,7 @@ def test_bad_advisor_options_are_one_line_errors(fake_ws, args, message):
 
 
 def test_the_token_budget_is_per_session_and_survives_a_restart(fake_ws, openai_server, monkeypatch):  # noqa: F811
-    from autopilot.loop.advisors import llm
+    from autopilot.decide.advisors import llm
 
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("AUTOPILOT_LLM_MODEL", "test-model")

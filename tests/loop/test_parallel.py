@@ -15,11 +15,11 @@ from _runner_fixtures import *  # noqa: F403 - fixtures: fake_ws, ckpt_template
 from _runner_fixtures import FAKE_TRAINER
 from conftest import make_record, rid
 
+from autopilot.decide.advisors import get_advisor
+from autopilot.decide.generation import generation_parent, plan_generation, render_generation_note
+from autopilot.decide.records import NoiseBand
 from autopilot.loop import ray_task
-from autopilot.loop.advisors import get_advisor
-from autopilot.loop.generation import generation_parent, plan_generation, render_generation_note
-from autopilot.loop.records import NoiseBand
-from autopilot.loop.workspace import read_state
+from autopilot.workspace.layout import read_state
 
 
 # -- planning (pure) ------------------------------------------------------------------------------------
@@ -46,7 +46,7 @@ def test_plan_has_k_distinct_guarded_candidates_growing_from_the_parent(advisor)
 
 def test_random_propose_many_samples_k_independent_moves():
     from autopilot.config.load import config_space
-    from autopilot.loop.records import AdvisorContext
+    from autopilot.decide.records import AdvisorContext
 
     history = _ledger()
     ctx = AdvisorContext(history=history, findings=[], trends=[], space=config_space(history[-1].config),

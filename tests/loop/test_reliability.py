@@ -21,9 +21,10 @@ import pytest
 from _runner_fixtures import *  # noqa: F403 (the fixtures)
 from _runner_fixtures import FakeWorkspace, profile_with
 
-from autopilot.loop import recording, runner
-from autopilot.loop.ledger import checkpoint_loads
-from autopilot.loop.workspace import read_state
+from autopilot.loop import runner
+from autopilot.workspace import recording
+from autopilot.workspace.layout import read_state
+from autopilot.workspace.pointers import checkpoint_loads
 
 
 def _alive(pid: int) -> bool:
@@ -381,7 +382,7 @@ def test_an_unstartable_trainer_is_one_line_with_the_run_recorded_failed(fake_ws
 
 
 def test_an_analysis_that_raises_still_leaves_a_complete_record(fake_ws, monkeypatch):
-    from autopilot.loop import analysis
+    from autopilot.decide import analysis
 
     def broken(history, **kw):
         raise RuntimeError("advisor exploded")

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from autopilot.cli import app
 from autopilot.config import load_profile
 from autopilot.errors import WorkspaceError
-from autopilot.loop.report import PLOT_FILES, build_report
-from autopilot.loop.workspace import init_workspace
+from autopilot.workspace.layout import init_workspace
+from autopilot.workspace.report import PLOT_FILES, build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUNS = {  # run id -> (config overrides, final success_rate, mean_reward, what the folder holds)

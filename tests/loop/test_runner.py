@@ -19,7 +19,7 @@ from autopilot.errors import ConfigError
 from autopilot.loop.commands import apply_command, diagnose_command, propose_command, status_command
 from autopilot.loop.launch import trainer_argv
 from autopilot.loop.runner import parse_until
-from autopilot.loop.workspace import init_workspace, list_run_dirs, read_state
+from autopilot.workspace.layout import init_workspace, list_run_dirs, read_state
 
 
 def _console():
@@ -293,7 +293,7 @@ def test_end_to_end_with_the_builtin_trainer(tmp_path):
     statuses = [json.loads((d / "summary.json").read_text())["status"] for d in dirs]
     assert statuses == ["completed", "completed"]
     assert (dirs[0] / "checkpoints" / "latest.pt").is_file() and ws.latest_model.is_file()
-    from autopilot.loop.ledger import checkpoint_loads
+    from autopilot.workspace.pointers import checkpoint_loads
 
     best = json.loads(ws.best_json.read_text())
     assert checkpoint_loads(ws.root / best["checkpoint"])[0] and checkpoint_loads(ws.best_model)[0]

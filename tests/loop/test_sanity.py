@@ -3,7 +3,7 @@ import math
 import pytest
 from conftest import make_record, rid
 
-from autopilot.loop.sanity import best_of, is_suspect, record_score, sanity_reasons, score_of, trusted_score
+from autopilot.decide.sanity import best_of, is_suspect, record_score, sanity_reasons, score_of, trusted_score
 from autopilot.summary import parse_summary
 
 

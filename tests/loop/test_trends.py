@@ -2,7 +2,7 @@ import pytest
 from conftest import ent_coef_ledger, make_config, make_record, rid
 
 from autopilot.config.load import config_space
-from autopilot.loop.trends import (
+from autopilot.decide.trends import (
     BAND,
     knob_trends,
     material_config,

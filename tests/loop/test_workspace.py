@@ -12,7 +12,7 @@ import pytest
 
 from autopilot.config.load import profile_dict
 from autopilot.errors import WorkspaceError
-from autopilot.loop.workspace import (
+from autopilot.workspace.layout import (
     WorkspaceLock,
     init_workspace,
     list_run_dirs,
@@ -55,7 +55,7 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
 def test_a_lock_held_by_another_process_is_refused(tmp_path):
     ws = init_workspace(tmp_path / "w")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from autopilot.loop.workspace import Workspace, WorkspaceLock;"
+        "import sys, time; from pathlib import Path; from autopilot.workspace.layout import Workspace, WorkspaceLock;"
         f"WorkspaceLock(Workspace(Path({str(ws.root)!r})), command='holder').acquire(); print('held', flush=True);"
         "time.sleep(30)")], stdout=subprocess.PIPE, text=True)
     try:

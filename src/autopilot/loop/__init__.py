@@ -1,1 +1,2 @@
-"""The autopilot loop: ledger, diagnosis, advisors, guard, notes, and the runner that ties them."""
+"""The running session of `autopilot run`: the restartable iteration (`runner`), the session state
+(`session`), one run's training child (`training`, `launch`) and the other commands (`commands`)."""

@@ -15,14 +15,11 @@ from rich.table import Table
 
 from autopilot.config import flatten
 from autopilot.config.load import read_json_file
+from autopilot.decide.records import RunRecord
+from autopilot.decide.sanity import best_of, objective_of
 from autopilot.errors import ConfigError, WorkspaceError
-from autopilot.loop.history import changed_knobs, read_ledger
-from autopilot.loop.ledger import ensure_summaries
-from autopilot.loop.proposals import current_base, stage, validate_override
-from autopilot.loop.recording import analyse_run
-from autopilot.loop.records import RunRecord
-from autopilot.loop.sanity import best_of, objective_of
-from autopilot.loop.workspace import (
+from autopilot.space import fmt_num
+from autopilot.workspace.layout import (
     Workspace,
     WorkspaceLock,
     load_history,
@@ -32,7 +29,10 @@ from autopilot.loop.workspace import (
     read_lock_info,
     read_state,
 )
-from autopilot.space import fmt_num
+from autopilot.workspace.ledger import changed_knobs, read_ledger
+from autopilot.workspace.pointers import ensure_summaries
+from autopilot.workspace.proposals import current_base, stage, validate_override
+from autopilot.workspace.recording import analyse_run
 
 
 def _say(console: Console):
@@ -44,7 +44,7 @@ def _say(console: Console):
 
 # --------------------------------------------------------------------------------------------------
 def diagnose_command(run_dir: Path, *, as_json: bool = False, console: Console | None = None) -> list[Any]:
-    from autopilot.loop.diagnose import diagnose
+    from autopilot.decide.diagnose import diagnose
 
     console = console or Console()
     run_dir = Path(run_dir).absolute()
@@ -83,7 +83,7 @@ def diagnose_command(run_dir: Path, *, as_json: bool = False, console: Console |
 
 # --------------------------------------------------------------------------------------------------
 def propose_command(workdir: Path, *, advisor: str = "rules", console: Console | None = None) -> Any:
-    from autopilot.loop.advisors import get_advisor
+    from autopilot.decide.advisors import get_advisor
 
     console = console or Console()
     say = _say(console)

@@ -34,18 +34,15 @@ from typing import Any
 from autopilot.atomic import append_text, atomic_write_bytes, atomic_write_json, atomic_write_text
 from autopilot.backends import get_backend
 from autopilot.config import Config, config_from_dict, ensure_valid
+from autopilot.decide.generation import generation_parent, plan_generation, render_generation_note
+from autopilot.decide.records import RunRecord
+from autopilot.decide.sanity import record_score
+from autopilot.decide.trends import SEED_KEY, noise_band
 from autopilot.errors import ConfigError
 from autopilot.loop import launch, ray_task, runner
-from autopilot.loop.generation import generation_parent, plan_generation, render_generation_note
-from autopilot.loop.ledger import check_pointers, checkpoint_loads, run_checkpoint
-from autopilot.loop.proposals import current_base, read_pending, take_pending, unresolve, validate_override
-from autopilot.loop.recording import repro_command
-from autopilot.loop.records import RunRecord
-from autopilot.loop.sanity import record_score
 from autopilot.loop.session import Loop
 from autopilot.loop.training import RETRYABLE, _classify, _set_aside, record_outcome, resume_for
-from autopilot.loop.trends import SEED_KEY, noise_band
-from autopilot.loop.workspace import (
+from autopilot.workspace.layout import (
     LABBOOK_HEADER,
     STAGING_SUFFIX,
     iso_now,
@@ -55,6 +52,15 @@ from autopilot.loop.workspace import (
     read_state,
     write_state,
 )
+from autopilot.workspace.pointers import check_pointers, checkpoint_loads, run_checkpoint
+from autopilot.workspace.proposals import (
+    current_base,
+    read_pending,
+    take_pending,
+    unresolve,
+    validate_override,
+)
+from autopilot.workspace.recording import repro_command
 
 WAIT_S = 0.5  # how often the driver looks up from ray.wait to check signals and deadlines
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from autopilot.loop import launch
-from autopilot.loop.workspace import iso_now
+from autopilot.workspace.layout import iso_now
 
 RESUME_NAME = "resume.pt"  # where the warm-start checkpoint is written inside the staging folder
 STAGING_ROOT_ENV = "AUTOPILOT_STAGING_DIR"  # parent of the per-attempt staging folders (default: the temp dir)

@@ -32,13 +32,9 @@ from autopilot.atomic import atomic_write_json, dumps_json
 from autopilot.config import ensure_valid, load_config
 from autopilot.errors import ConfigError
 from autopilot.loop import launch
-from autopilot.loop.history import recent_sps
-from autopilot.loop.ledger import check_pointers, promote, read_best
-from autopilot.loop.proposals import consume_pending, current_base, profile_digest, take_pending
-from autopilot.loop.recording import analyse_run
 from autopilot.loop.session import Loop, open_session, parse_until
 from autopilot.loop.training import record_outcome, train_run
-from autopilot.loop.workspace import (
+from autopilot.workspace.layout import (
     CONFIG_MODE,
     MODES,
     STAGING_SUFFIX,
@@ -53,6 +49,10 @@ from autopilot.loop.workspace import (
     read_state,
     write_state,
 )
+from autopilot.workspace.ledger import recent_sps
+from autopilot.workspace.pointers import check_pointers, promote, read_best
+from autopilot.workspace.proposals import consume_pending, current_base, profile_digest, take_pending
+from autopilot.workspace.recording import analyse_run
 
 PLATEAU_RUNS = 3  # stop after this many consecutive runs of the session diagnosed `plateau`
 
@@ -82,7 +82,7 @@ def run_loop(workdir: str | Path, *, runs: int, mode: str | None = None, config:
                           f"trains in this process); add e.g. --parallel 2")
     target = parse_until(until)
     base = load_config(config).model_dump() if config is not None else None  # plugins it names are imported
-    from autopilot.loop.advisors import get_advisor
+    from autopilot.decide.advisors import get_advisor
 
     get_advisor(advisor)  # an unknown advisor is a one-line error before anything is written
     ws = init_workspace(workdir)  # idempotent: keeps every existing file
@@ -321,14 +321,14 @@ def _advance(loop: Loop, run_dir: Path) -> None:
 
 
 def _advisor_usage():
-    from autopilot.loop.advisors.llm import SESSION_USAGE
+    from autopilot.decide.advisors.llm import SESSION_USAGE
 
     return SESSION_USAGE
 
 
 def _person_decided(loop: Loop, run_dir: Path) -> bool:
-    """`--advisor manual`: wait for a person's decision on the staged proposal (loop/approval.py)."""
-    from autopilot.loop.approval import await_person
+    """`--advisor manual`: wait for a person's decision on the staged proposal (workspace/approval.py)."""
+    from autopilot.workspace.approval import await_person
 
     if read_state(run_dir).get("person"):
         return True  # decided before a crash

@@ -18,7 +18,7 @@ from rich.console import Console
 from autopilot.atomic import atomic_write_json
 from autopilot.errors import ConfigError
 from autopilot.loop import launch
-from autopilot.loop.workspace import Workspace, iso_now, list_run_dirs, read_json_tolerant, read_state
+from autopilot.workspace.layout import Workspace, iso_now, list_run_dirs, read_json_tolerant, read_state
 
 _UNTIL = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<|==)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
 

@@ -11,12 +11,10 @@ from typing import Any
 
 from autopilot.backends import get_backend
 from autopilot.config import Config
+from autopilot.decide.records import RunRecord
 from autopilot.loop import launch
-from autopilot.loop.history import read_ledger
-from autopilot.loop.ledger import build_loop_summary, checkpoint_loads, write_loop_summary
-from autopilot.loop.records import RunRecord
 from autopilot.loop.session import Loop
-from autopilot.loop.workspace import (
+from autopilot.workspace.layout import (
     Workspace,
     iso_now,
     load_history,
@@ -25,6 +23,8 @@ from autopilot.loop.workspace import (
     read_state,
     write_state,
 )
+from autopilot.workspace.ledger import read_ledger
+from autopilot.workspace.pointers import build_loop_summary, checkpoint_loads, write_loop_summary
 
 RETRYABLE = ("crashed", "failed")
 

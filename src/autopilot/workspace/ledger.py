@@ -21,10 +21,10 @@ import math
 from dataclasses import dataclass, field
 
 from autopilot.config import diff_configs
-from autopilot.loop.ledger import BestPointer, ensure_summaries, pinned_baseline, read_best
-from autopilot.loop.records import RunRecord
-from autopilot.loop.sanity import objective_of, trusted_best
-from autopilot.loop.workspace import Warn, Workspace, _log_warn, load_history, read_state
+from autopilot.decide.records import RunRecord
+from autopilot.decide.sanity import objective_of, trusted_best
+from autopilot.workspace.layout import Warn, Workspace, _log_warn, load_history, read_state
+from autopilot.workspace.pointers import BestPointer, ensure_summaries, pinned_baseline, read_best
 
 
 @dataclass

@@ -27,10 +27,10 @@ from autopilot.config.invariants import (
 from autopilot.config.load import config_from_dict, config_space
 from autopilot.config.model import Config
 from autopilot.config.overrides import apply_overrides, flatten, unknown_key
+from autopilot.decide.records import GuardVerdict, Proposal, RunRecord
+from autopilot.decide.sanity import suspect_reasons
+from autopilot.decide.trends import SEED_KEY, Start, knobs_of, start_point
 from autopilot.errors import ConfigError
-from autopilot.loop.records import GuardVerdict, Proposal, RunRecord
-from autopilot.loop.sanity import suspect_reasons
-from autopilot.loop.trends import SEED_KEY, Start, knobs_of, start_point
 from autopilot.space import ParamSpec, SearchSpace, fmt_num
 from autopilot.summary import is_finite_number
 

@@ -10,10 +10,10 @@ a continuation from replaying the previous run's random stream.
 
 from __future__ import annotations
 
-from autopilot.loop.advisors import register_advisor
-from autopilot.loop.advisors.base import Advisor, choose_resume, save_strategy
-from autopilot.loop.records import AdvisorContext, Proposal
-from autopilot.loop.trends import SEED_KEY
+from autopilot.decide.advisors import register_advisor
+from autopilot.decide.advisors.base import Advisor, choose_resume, save_strategy
+from autopilot.decide.records import AdvisorContext, Proposal
+from autopilot.decide.trends import SEED_KEY
 
 
 def _next_seeds(ctx: AdvisorContext, k: int) -> list[int]:

@@ -18,11 +18,11 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from autopilot.decide.advisors import register_advisor
+from autopilot.decide.advisors.external import ExternalAdvisor, parse_answer
+from autopilot.decide.digest import render_digest
+from autopilot.decide.records import AdvisorContext, Proposal
 from autopilot.errors import AdvisorError
-from autopilot.loop.advisors import register_advisor
-from autopilot.loop.advisors.external import ExternalAdvisor, parse_answer
-from autopilot.loop.digest import render_digest
-from autopilot.loop.records import AdvisorContext, Proposal
 
 ENV_COMMAND = "AUTOPILOT_ADVISOR_COMMAND"
 PLACEHOLDER = "{digest}"

@@ -28,11 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from autopilot.config.model import AdvisorSettings
+from autopilot.decide.advisors import register_advisor
+from autopilot.decide.advisors.external import ExternalAdvisor, parse_answer
+from autopilot.decide.digest import answer_schema, render_digest
+from autopilot.decide.records import AdvisorContext, Proposal
 from autopilot.errors import AdvisorError
-from autopilot.loop.advisors import register_advisor
-from autopilot.loop.advisors.external import ExternalAdvisor, parse_answer
-from autopilot.loop.digest import answer_schema, render_digest
-from autopilot.loop.records import AdvisorContext, Proposal
 
 ENV_BASE_URL, ENV_API_KEY, ENV_MODEL = "OPENAI_BASE_URL", "OPENAI_API_KEY", "AUTOPILOT_LLM_MODEL"
 MAX_COMPLETION_TOKENS = 1500

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from autopilot.config.invariants import resolve_config
 from autopilot.config.model import Config
-from autopilot.loop.records import Finding, Move, NoiseBand, RunRecord
-from autopilot.loop.sanity import objective_of, record_score, suspect_reasons, trusted_score
-from autopilot.loop.trends import SEED_KEY, material_diff, noise_band
+from autopilot.decide.records import Finding, Move, NoiseBand, RunRecord
+from autopilot.decide.sanity import objective_of, record_score, suspect_reasons, trusted_score
+from autopilot.decide.trends import SEED_KEY, material_diff, noise_band
 from autopilot.space import fmt_num
 from autopilot.summary import TrainerSummary
 
@@ -192,7 +192,7 @@ def _entropy_relative(rec: RunRecord, h: float, ent_coef: float | None, t: Thres
     """Without act_dim the absolute width is unknown, so the run is judged against its own start: a
     policy whose entropy did not narrow at all over the run while the objective stayed flat is kept
     diffuse by the bonus. Never severe: the action layout is assumed, not read."""
-    from autopilot.loop.attribution import curve_values
+    from autopilot.decide.attribution import curve_values
 
     pts = [v for _, v in curve_values(rec, "entropy")]
     q = len(pts) // 4

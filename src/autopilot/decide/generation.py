@@ -15,13 +15,13 @@ from pathlib import Path
 
 from autopilot.config import Config, config_from_dict
 from autopilot.config.overrides import apply_overrides
+from autopilot.decide.advisors import get_advisor
+from autopilot.decide.analysis import Decision, analyse_and_propose
+from autopilot.decide.guard import guard
+from autopilot.decide.records import AdvisorContext, GuardVerdict, NoiseBand, Proposal, RunRecord
+from autopilot.decide.sanity import best_of, record_score, trusted_score
+from autopilot.decide.trends import SEED_KEY, noise_band
 from autopilot.errors import AutopilotError
-from autopilot.loop.advisors import get_advisor
-from autopilot.loop.analysis import Decision, analyse_and_propose
-from autopilot.loop.guard import guard
-from autopilot.loop.records import AdvisorContext, GuardVerdict, NoiseBand, Proposal, RunRecord
-from autopilot.loop.sanity import best_of, record_score, trusted_score
-from autopilot.loop.trends import SEED_KEY, noise_band
 from autopilot.space import SearchSpace, fmt_num
 
 

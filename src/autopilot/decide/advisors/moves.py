@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from autopilot.loop.records import AdvisorContext, Finding, Move
-from autopilot.loop.trends import knobs_of
+from autopilot.decide.records import AdvisorContext, Finding, Move
+from autopilot.decide.trends import knobs_of
 from autopilot.space import ParamSpec, fmt_num
 
 MAX_ESCALATION = 3  # a persistent finding's step grows to at most factor**3
@@ -75,7 +75,7 @@ def _moved(a: Any, b: Any) -> str | None:
 
 def _history_moves(ctx: AdvisorContext) -> list[tuple[set[str], dict[str, str]]]:
     """Per run, oldest first: (finding codes of that run, {knob: direction it moved relative to the run before})."""
-    from autopilot.loop.diagnose import diagnose
+    from autopilot.decide.diagnose import diagnose
 
     out: list[tuple[set[str], dict[str, str]]] = []
     prev = None
@@ -152,8 +152,8 @@ def escalated(spec: ParamSpec, old: float, direction: str, factor: float, persis
     """One step of ×factor (÷ when down), expanded to ×factor**(persisted + 1) for a persistent finding.
     An expanded step stops at the prior's typical range: a bolder step is not a leap into values no
     tuned config uses (one plain step may still cross it)."""
-    from autopilot.loop.advisors.base import step
-    from autopilot.loop.guard import TrustRegion
+    from autopilot.decide.advisors.base import step
+    from autopilot.decide.guard import TrustRegion
 
     power = min(persisted + 1, MAX_ESCALATION)
     f = factor if factor >= 1 else 1 / factor

@@ -25,13 +25,13 @@ from urllib.parse import quote
 from autopilot.atomic import atomic_write_bytes, atomic_write_text
 from autopilot.config import config_space, flatten
 from autopilot.config.model import trainer_space
+from autopilot.decide.records import NoiseBand, RunRecord
+from autopilot.decide.sanity import record_score, suspect_reasons
+from autopilot.decide.trends import noise_band
 from autopilot.errors import AutopilotError, WorkspaceError
-from autopilot.loop.history import changed_knobs, read_ledger
-from autopilot.loop.records import NoiseBand, RunRecord
-from autopilot.loop.sanity import record_score, suspect_reasons
-from autopilot.loop.trends import noise_band
-from autopilot.loop.workspace import iso_now, open_workspace
 from autopilot.space import SearchSpace, fmt_num
+from autopilot.workspace.layout import iso_now, open_workspace
+from autopilot.workspace.ledger import changed_knobs, read_ledger
 
 PLOT_FILES = ("curves.png", "trainer_stats.png", "scores.png", "knobs.png")
 TRAINER_STATS = ("approx_kl", "clipfrac", "entropy")

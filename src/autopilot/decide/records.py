@@ -183,7 +183,7 @@ class AdvisorContext(BaseModel):
     remaining_runs: int | None = None
     remaining_seconds: float | None = None
     seed: int = 0
-    effect: ChangeEffect | None = None  # what the latest run's change did (see loop/attribution.py)
+    effect: ChangeEffect | None = None  # what the latest run's change did (see decide/attribution.py)
     # A folder the loop keeps for advisors' own state (e.g. an Optuna study's SQLite file), set by the
     # I/O side; None: an advisor keeps nothing between calls (pure, in memory).
     state_dir: str | None = None

@@ -16,9 +16,9 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from autopilot.loop.records import ChangeEffect, RunRecord
-from autopilot.loop.sanity import trusted_score
-from autopilot.loop.trends import SEED_KEY, comparable, knobs_of, start_point
+from autopilot.decide.records import ChangeEffect, RunRecord
+from autopilot.decide.sanity import trusted_score
+from autopilot.decide.trends import SEED_KEY, comparable, knobs_of, start_point
 from autopilot.space import SearchSpace
 
 RATES = ("_rate",)  # objectives ending so are bounded by 1: an extrapolation is capped there

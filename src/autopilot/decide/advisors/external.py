@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from autopilot.config.overrides import flatten
+from autopilot.decide.advisors.base import Advisor
+from autopilot.decide.digest import ANSWER_FIELDS
+from autopilot.decide.records import Proposal
 from autopilot.errors import AdvisorError
-from autopilot.loop.advisors.base import Advisor
-from autopilot.loop.digest import ANSWER_FIELDS
-from autopilot.loop.records import Proposal
 from autopilot.space import SearchSpace, fmt_num
 
 QUOTE_LIMIT = 300  # characters kept of one quoted line

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from autopilot.config.invariants import derive_batch, resolve_config
 from autopilot.config.overrides import diff_configs, flatten
-from autopilot.loop.records import RunRecord
-from autopilot.loop.sanity import is_suspect, record_score, suspect_reasons, trusted_score
-from autopilot.loop.trends import BOOKKEEPING, trend_line
+from autopilot.decide.records import RunRecord
+from autopilot.decide.sanity import is_suspect, record_score, suspect_reasons, trusted_score
+from autopilot.decide.trends import BOOKKEEPING, trend_line
 from autopilot.space import fmt_num
 
 if TYPE_CHECKING:
-    from autopilot.loop.analysis import Decision
+    from autopilot.decide.analysis import Decision
 
 RECENT = 6  # runs listed under "Context vs recent runs"
 TRAIN_KEYS = ("learning_rate", "ent_coef", "update_epochs", "clip_coef", "gamma", "gae_lambda", "vf_coef",

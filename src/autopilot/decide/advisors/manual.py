@@ -2,14 +2,14 @@
 would, so there is always a guarded proposal to approve; the loop stages it and waits for a person to
 approve it (`autopilot approve`), replace it (`autopilot apply FILE`, or an edit of
 `proposals/next_config.json`) or veto it (`autopilot approve --veto`). The waiting is the loop's
-(`autopilot.loop.approval`); this module does no I/O.
+(`autopilot.workspace.approval`); this module does no I/O.
 """
 
 from __future__ import annotations
 
-from autopilot.loop.advisors import get_advisor, register_advisor
-from autopilot.loop.advisors.base import Advisor
-from autopilot.loop.records import AdvisorContext, Proposal
+from autopilot.decide.advisors import get_advisor, register_advisor
+from autopilot.decide.advisors.base import Advisor
+from autopilot.decide.records import AdvisorContext, Proposal
 
 DEFAULT_ADVISOR = "rules"
 

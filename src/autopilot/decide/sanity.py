@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from autopilot.config.model import AutopilotConfig
-from autopilot.loop.records import RunRecord
+from autopilot.decide.records import RunRecord
 from autopilot.space import fmt_num
 from autopilot.summary import TrainerSummary
 

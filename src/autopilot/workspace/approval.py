@@ -30,8 +30,8 @@ from rich.panel import Panel
 from autopilot.atomic import append_text, atomic_write_json, atomic_write_text
 from autopilot.config import flatten
 from autopilot.errors import AutopilotError, WorkspaceError
-from autopilot.loop.proposals import current_base, record_rejection, validate_override
-from autopilot.loop.workspace import (
+from autopilot.space import fmt_num
+from autopilot.workspace.layout import (
     Workspace,
     iso_now,
     load_history,
@@ -39,7 +39,7 @@ from autopilot.loop.workspace import (
     read_json_tolerant,
     write_state,
 )
-from autopilot.space import fmt_num
+from autopilot.workspace.proposals import current_base, record_rejection, validate_override
 
 POLL_S = 0.2
 

@@ -25,10 +25,9 @@ from autopilot.config import Config, check_config, config_from_dict, derive_batc
 from autopilot.config.invariants import derive_minibatch_size
 from autopilot.config.load import config_space, read_json_file
 from autopilot.config.overrides import unknown_key
+from autopilot.decide.records import RunRecord
 from autopilot.errors import AutopilotError, ConfigError
-from autopilot.loop.history import run_base_digest, run_mode
-from autopilot.loop.records import RunRecord
-from autopilot.loop.workspace import (
+from autopilot.workspace.layout import (
     CONFIG_MODE,
     Warn,
     Workspace,
@@ -37,6 +36,7 @@ from autopilot.loop.workspace import (
     read_json_tolerant,
     stamp,
 )
+from autopilot.workspace.ledger import run_base_digest, run_mode
 
 # Which program runs (and any code it imports by name) is the person's choice, never a proposal's.
 FORBIDDEN_KEYS = ("autopilot.trainer_command", "autopilot.plugins", "backend", "extras.vecenv",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import random
 
-from autopilot.loop.advisors import register_advisor
-from autopilot.loop.advisors.base import Advisor, choose_resume, current, save_strategy, tunable
-from autopilot.loop.guard import TRUST
-from autopilot.loop.records import AdvisorContext, Proposal
+from autopilot.decide.advisors import register_advisor
+from autopilot.decide.advisors.base import Advisor, choose_resume, current, save_strategy, tunable
+from autopilot.decide.guard import TRUST
+from autopilot.decide.records import AdvisorContext, Proposal
 from autopilot.space import fmt_num
 
 

@@ -1,7 +1,7 @@
 """Advisors propose the next config. A registry (`autopilot.plugins.Registry`, group `autopilot.advisors`):
 a module registers a name, built-in or from an installed package's entry point.
 
-    from autopilot.loop.advisors import Advisor, register_advisor
+    from autopilot.decide.advisors import Advisor, register_advisor
 
     @register_advisor("mine")
     class Mine(Advisor):
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from autopilot.loop.advisors.base import Advisor
+from autopilot.decide.advisors.base import Advisor
 from autopilot.plugins import Registry
 
 F = TypeVar("F", bound=Callable[[], Advisor])
@@ -31,13 +31,13 @@ def _name_class(name: str, factory: Callable[[], Advisor]) -> None:
 
 ADVISORS: Registry[Callable[[], Advisor]] = Registry(
     "advisor", "autopilot.advisors",
-    builtins={"rules": "autopilot.loop.advisors.rules",
-              "random": "autopilot.loop.advisors.random_advisor",
-              "llm": "autopilot.loop.advisors.llm",
-              "command": "autopilot.loop.advisors.command",
-              "manual": "autopilot.loop.advisors.manual",
-              "constant": "autopilot.loop.advisors.constant",
-              **{name: "autopilot.loop.advisors.optuna_advisor"
+    builtins={"rules": "autopilot.decide.advisors.rules",
+              "random": "autopilot.decide.advisors.random_advisor",
+              "llm": "autopilot.decide.advisors.llm",
+              "command": "autopilot.decide.advisors.command",
+              "manual": "autopilot.decide.advisors.manual",
+              "constant": "autopilot.decide.advisors.constant",
+              **{name: "autopilot.decide.advisors.optuna_advisor"
                  for name in ("optuna", "optuna-random", "optuna-qmc", "optuna-cmaes")}},
     on_register=_name_class)
 

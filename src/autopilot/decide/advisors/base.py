@@ -9,10 +9,10 @@ from typing import Any
 
 from autopilot.config.invariants import derive_batch, run_budget, steps_that_fit
 from autopilot.config.overrides import flatten
-from autopilot.loop.guard import BROKEN_STATUSES, TRUST, TrustRegion, on_value
-from autopilot.loop.records import AdvisorContext, Proposal, RunRecord
-from autopilot.loop.sanity import is_suspect, trusted_score
-from autopilot.loop.trends import SEED_KEY, material_config
+from autopilot.decide.guard import BROKEN_STATUSES, TRUST, TrustRegion, on_value
+from autopilot.decide.records import AdvisorContext, Proposal, RunRecord
+from autopilot.decide.sanity import is_suspect, trusted_score
+from autopilot.decide.trends import SEED_KEY, material_config
 from autopilot.space import ParamSpec, fmt_num
 
 

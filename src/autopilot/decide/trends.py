@@ -14,8 +14,8 @@ from typing import Any
 
 from autopilot.config.model import AdvisorSettings, Config
 from autopilot.config.overrides import flatten
-from autopilot.loop.records import KnobTrend, NoiseBand, RunRecord
-from autopilot.loop.sanity import trusted_score
+from autopilot.decide.records import KnobTrend, NoiseBand, RunRecord
+from autopilot.decide.sanity import trusted_score
 from autopilot.space import SearchSpace, fmt_num
 
 # Keys that do not change what a run learns.

@@ -2,7 +2,7 @@
 
 Order of business:
 1. A broken run (diverged, crashed, stalled) or a regression — beyond the noise band below the best run,
-   or below what continuing the previous run would have given (`loop/attribution.py`): revert the knobs
+   or below what continuing the previous run would have given (`decide/attribution.py`): revert the knobs
    that differ from the best run to its values and warm-start from its checkpoint. A knob a
    still-firing finding asks to keep moved is not reverted. With nothing trusted to go back to: a
    diverged run halves its step and starts fresh; a crash or stall retries with another seed.
@@ -27,8 +27,8 @@ import random
 from typing import Any
 
 from autopilot.config.overrides import flatten
-from autopilot.loop.advisors import register_advisor
-from autopilot.loop.advisors.base import (
+from autopilot.decide.advisors import register_advisor
+from autopilot.decide.advisors.base import (
     Advisor,
     budget_steps,
     choose_resume,
@@ -40,13 +40,13 @@ from autopilot.loop.advisors.base import (
     trusted_best,
     tunable,
 )
-from autopilot.loop.advisors.moves import Candidate, candidates, describe_outside, escalated, into_prior
-from autopilot.loop.attribution import rise
-from autopilot.loop.diagnose import THRESHOLDS, policy_std
-from autopilot.loop.guard import BUDGET_KEY, TRUST
-from autopilot.loop.records import AdvisorContext, Finding, KnobTrend, Proposal, RunRecord
-from autopilot.loop.sanity import trusted_score
-from autopilot.loop.trends import CONFOUNDED, material_diff
+from autopilot.decide.advisors.moves import Candidate, candidates, describe_outside, escalated, into_prior
+from autopilot.decide.attribution import rise
+from autopilot.decide.diagnose import THRESHOLDS, policy_std
+from autopilot.decide.guard import BUDGET_KEY, TRUST
+from autopilot.decide.records import AdvisorContext, Finding, KnobTrend, Proposal, RunRecord
+from autopilot.decide.sanity import trusted_score
+from autopilot.decide.trends import CONFOUNDED, material_diff
 from autopilot.space import fmt_num
 
 BROKEN = ("diverged", "crashed", "stalled")

@@ -23,14 +23,14 @@ import math
 import warnings
 from typing import Any
 
+from autopilot.decide.advisors import register_advisor
+from autopilot.decide.advisors.base import Advisor, choose_resume, current, save_strategy
+from autopilot.decide.advisors.optuna_space import SearchMap, build_search_map
+from autopilot.decide.guard import BROKEN_STATUSES
+from autopilot.decide.records import AdvisorContext, Proposal, RunRecord
+from autopilot.decide.sanity import is_suspect, trusted_score
+from autopilot.decide.trends import SEED_KEY, material_config
 from autopilot.errors import ConfigError
-from autopilot.loop.advisors import register_advisor
-from autopilot.loop.advisors.base import Advisor, choose_resume, current, save_strategy
-from autopilot.loop.advisors.optuna_space import SearchMap, build_search_map
-from autopilot.loop.guard import BROKEN_STATUSES
-from autopilot.loop.records import AdvisorContext, Proposal, RunRecord
-from autopilot.loop.sanity import is_suspect, trusted_score
-from autopilot.loop.trends import SEED_KEY, material_config
 from autopilot.space import fmt_num
 
 SAMPLERS = ("tpe", "random", "qmc", "cmaes")

@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from autopilot.atomic import atomic_write_json, atomic_write_text
+from autopilot.decide.records import LoopSummary, RunRecord
 from autopilot.errors import AutopilotError, WorkspaceError
-from autopilot.loop.records import LoopSummary, RunRecord
 from autopilot.summary import read_summary
 
 log = logging.getLogger("autopilot.loop")

@@ -18,11 +18,11 @@ from typing import Any
 
 from autopilot.config.invariants import derive_batch
 from autopilot.config.overrides import flatten
-from autopilot.loop.guard import TRUST
-from autopilot.loop.notes import changes_of
-from autopilot.loop.records import AdvisorContext, Proposal, RunRecord
-from autopilot.loop.sanity import is_suspect, record_score, suspect_reasons
-from autopilot.loop.trends import trend_line
+from autopilot.decide.guard import TRUST
+from autopilot.decide.notes import changes_of
+from autopilot.decide.records import AdvisorContext, Proposal, RunRecord
+from autopilot.decide.sanity import is_suspect, record_score, suspect_reasons
+from autopilot.decide.trends import trend_line
 from autopilot.space import fmt_num
 
 MAX_CHARS = 8_000  # the whole digest; a 50-run ledger stays under it (tests/loop/test_digest.py)

@@ -13,15 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from autopilot.config.invariants import Check
-from autopilot.errors import AutopilotError
-from autopilot.loop.advisors import get_advisor
-from autopilot.loop.advisors.base import choose_resume, save_strategy, seed_repeat
-from autopilot.loop.advisors.external import screen
-from autopilot.loop.attribution import change_effect
-from autopilot.loop.diagnose import diagnose
-from autopilot.loop.guard import guard
-from autopilot.loop.notes import render_labbook, render_notes
-from autopilot.loop.records import (
+from autopilot.decide.advisors import get_advisor
+from autopilot.decide.advisors.base import choose_resume, save_strategy, seed_repeat
+from autopilot.decide.advisors.external import screen
+from autopilot.decide.attribution import change_effect
+from autopilot.decide.diagnose import diagnose
+from autopilot.decide.guard import guard
+from autopilot.decide.notes import render_labbook, render_notes
+from autopilot.decide.records import (
     AdvisorContext,
     ChangeEffect,
     Finding,
@@ -31,8 +30,9 @@ from autopilot.loop.records import (
     Proposal,
     RunRecord,
 )
-from autopilot.loop.sanity import best_of, is_suspect, objective_of, record_score, trusted_best
-from autopilot.loop.trends import knob_trends, noise_band
+from autopilot.decide.sanity import best_of, is_suspect, objective_of, record_score, trusted_best
+from autopilot.decide.trends import knob_trends, noise_band
+from autopilot.errors import AutopilotError
 from autopilot.space import SearchSpace
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from autopilot.atomic import atomic_copy, atomic_write_json
 from autopilot.config.overrides import diff_configs
-from autopilot.loop.records import LoopSummary, RunRecord
-from autopilot.loop.sanity import DEFAULT_OBJECTIVE, sanity_reasons, score_of
-from autopilot.loop.workspace import Warn, Workspace, _log_warn, iso_now, read_json_tolerant
+from autopilot.decide.records import LoopSummary, RunRecord
+from autopilot.decide.sanity import DEFAULT_OBJECTIVE, sanity_reasons, score_of
 from autopilot.summary import TrainerSummary, is_finite_number
+from autopilot.workspace.layout import Warn, Workspace, _log_warn, iso_now, read_json_tolerant
 
 # Statuses whose checkpoint is healthy enough to continue from. A crashed, stalled or failed run keeps its
 # checkpoints in its folder (a retry continues from them) but models/latest.pt stays at the last healthy

@@ -19,12 +19,9 @@ from typing import Any
 from rich.markup import escape
 
 from autopilot.atomic import append_text, atomic_write_text
-from autopilot.loop import analysis
-from autopilot.loop.history import read_ledger
-from autopilot.loop.ledger import write_loop_summary
-from autopilot.loop.proposals import record_rejection, stage
-from autopilot.loop.records import RunRecord
-from autopilot.loop.workspace import (
+from autopilot.decide import analysis
+from autopilot.decide.records import RunRecord
+from autopilot.workspace.layout import (
     LABBOOK_HEADER,
     Warn,
     Workspace,
@@ -32,6 +29,9 @@ from autopilot.loop.workspace import (
     read_json_tolerant,
     read_state,
 )
+from autopilot.workspace.ledger import read_ledger
+from autopilot.workspace.pointers import write_loop_summary
+from autopilot.workspace.proposals import record_rejection, stage
 
 Say = Callable[..., None]
 
