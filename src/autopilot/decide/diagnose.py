@@ -30,6 +30,9 @@ class Thresholds:
     clipfrac_small: float = 0.01
     kl_large: float = 0.05  # approx_kl above this OR clipfrac above clipfrac_large: updates_too_large
     clipfrac_large: float = 0.30
+    # Fewer optimizer steps per batch than this (update_epochs × minibatches): the measured KL is small by
+    # construction (the first pass is at ratio 1), so updates_too_small is answered with epochs first.
+    few_gradient_steps: int = 8
     # Entropy, judged per action dimension. A Gaussian's entropy is Σ (1.4189 + ln σ_i), so per-dim
     # entropy maps to an equivalent std σ = exp(h/act_dim − 1.4189).
     entropy_high_std: float = 1.0  # σ above this (wider than a unit Gaussian): entropy_too_high
@@ -133,20 +136,25 @@ def _updates(s: TrainerSummary | None, t: Thresholds, cfg: Config | None = None)
                                Move(key="train.clip_coef", direction="up", factor=2.0,
                                     why="with several steps per batch the clip bounds how far the policy moves")])]
     if kl < t.kl_small and cf < t.clipfrac_small:
-        return [Finding(code="updates_too_small", severity="warn",
-                        evidence={"rule": f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < "
-                                          f"{t.clipfrac_small:g}",
-                                  "approx_kl": _f(kl), "kl_small": t.kl_small, "clipfrac": _f(cf),
-                                  "clipfrac_small": t.clipfrac_small},
+        steps = gradient_steps_per_batch(cfg)
+        few = steps is not None and steps < t.few_gradient_steps
+        ev = {"rule": f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < {t.clipfrac_small:g}",
+              "approx_kl": _f(kl), "kl_small": t.kl_small, "clipfrac": _f(cf), "clipfrac_small": t.clipfrac_small}
+        if steps is not None:
+            ev["gradient_steps_per_batch"] = steps
+        epochs = Move(key="train.update_epochs", direction="up", factor=2.0, required=few,
+                      why=(f"only {steps} gradient steps per batch (< {t.few_gradient_steps}): the first pass is "
+                           "taken at ratio 1, so more passes are what lets a batch move the policy") if few
+                      else "more passes per batch raise the per-batch policy change")
+        lr = Move(key="train.learning_rate", direction="up", factor=2.0,
+                  why="a larger step raises approx_kl toward 0.005-0.02")
+        clip = Move(key="train.clip_coef", direction="up", factor=2.0,
+                    why="a wider clip lets each update move the policy further")
+        return [Finding(code="updates_too_small", severity="warn", evidence=ev,
                         theory=f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < {t.clipfrac_small:g}: "
                                "the policy ratio almost never reaches the clip range, so each batch barely moves "
                                "the policy.",
-                        moves=[Move(key="train.learning_rate", direction="up", factor=2.0,
-                                    why="a larger step raises approx_kl toward 0.005-0.02"),
-                               Move(key="train.update_epochs", direction="up", factor=2.0,
-                                    why="more passes per batch raise the per-batch policy change"),
-                               Move(key="train.clip_coef", direction="up", factor=2.0,
-                                    why="a wider clip lets each update move the policy further")])]
+                        moves=[epochs, lr, clip] if few else [lr, epochs, clip])]
     if kl > t.kl_large or cf > t.clipfrac_large:
         return [Finding(code="updates_too_large", severity="warn",
                         evidence={"rule": " or ".join(
