@@ -8,7 +8,7 @@ in this order:
 0. a severe finding's moves (a diverged run) before any warning's, and a move the evidence dictates
    (`Move.required`) before the suspects;
 1. the knob the previous run changed in the opposite direction: the change just before the problem
-   appeared (it is undone);
+   appeared (it is undone, unless the value it left lies outside the prior's typical range);
 2. a knob outside its prior's typical range on the side the move corrects (the farthest first): it
    moves into that range in one step, whatever the trust region, because the prior is evidence;
 3. the knob this finding already moved when the finding persisted anyway: the step expands
@@ -127,7 +127,11 @@ def candidates(ctx: AdvisorContext, findings: list[Finding], specs: dict[str, Pa
                           outside=_outside(spec, old, direction), order=len(out),
                           away=_outside(spec, old, {"up": "down", "down": "up"}.get(direction or "")))
             if direction is not None and prev_cfg is not None and moved and moved[-1].get(m.key) not in (None, direction):
-                c.undo = knobs_of(prev_cfg).get(m.key)
+                before = knobs_of(prev_cfg).get(m.key)
+                # Undo only into known-sane ground: a previous value outside the prior's typical range was
+                # itself moved away from to fix something (lr 0.1 → 0.005 after violent updates).
+                if spec.prior_distance(before) == 0:
+                    c.undo = before
             c.persisted = persisted_runs(f.code, m.key, direction, codes, moved)
             out.append(c)
     return sorted(out, key=Candidate.sort_key)
