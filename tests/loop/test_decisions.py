@@ -120,3 +120,16 @@ def test_a_checkpoint_trained_with_violent_updates_is_not_warm_started():
                      metrics={"success_rate": 0.4}, trainer={"approx_kl": 1.3, "clipfrac": 0.05})
     assert analyse_and_propose([make_record(rid(1), metrics={"success_rate": 0.1}), ok], sps=SPS,
                                ).proposal.resume_mode == "continue"
+
+
+def test_a_fix_is_not_undone_back_into_values_outside_the_prior():
+    """lr 0.1 (violent) was lowered to 0.005; the next run's updates are small. The change just before is
+    not undone back to 0.1, a value far outside the typical range: the step goes up from 0.005 instead."""
+    violent = make_record(rid(0), {"train.learning_rate": 0.1, "train.update_epochs": 4},
+                          metrics={"success_rate": 0.1}, trainer={"approx_kl": 0.2, "clipfrac": 0.03})
+    timid = make_record(rid(1), {"train.learning_rate": 0.005, "train.update_epochs": 4, **CHAIN},
+                        metrics={"success_rate": 0.3}, trainer={"approx_kl": 0.0005, "clipfrac": 0.001},
+                        resume={"mode": "continue", "from": "latest", "source_run": rid(0)})
+    p = analyse_and_propose([violent, timid], sps=SPS).proposal
+    assert p.changes.get("train.learning_rate", 0.005) <= 0.01
+    assert not any("undo" in r for r in p.rationale)
