@@ -28,6 +28,7 @@ from autopilot.config.invariants import (
     check_device,
     check_ranges,
     check_runtime,
+    check_timesteps,
     divisors,
 )
 from autopilot.config.model import Config
@@ -233,14 +234,8 @@ class PufferLibBackend(Backend):
 
     @staticmethod
     def _check_epochs(cfg: Config, batch: int | None) -> Check:
-        if batch is None:
-            return Check("timesteps", "skip", "no batch size to check against (see segments)")
-        tt = cfg.train.total_timesteps
-        if tt >= batch:
-            return Check("timesteps", "ok", f"total_timesteps {tt:,} ≥ batch {batch:,} ({tt // batch:,} epochs)")
-        return Check("timesteps", "fail", f"{tt:,} < {batch:,}", [
-            f"train.total_timesteps={tt} is below one batch of {batch} (rule: PufferLib's learning-rate schedule "
-            f"spans total_timesteps // batch_size epochs, at least 1); use at least {batch}"])
+        return check_timesteps(cfg, batch, rule="PufferLib's learning-rate schedule spans total_timesteps // "
+                                                "batch_size epochs, at least 1")
 
     # -- derived values and launch ------------------------------------------------------------------
     def resolve(self, cfg: Config) -> Config:

@@ -178,14 +178,14 @@ def check_minibatch(cfg: Config, batch: int | None) -> Check:
     return Check("minibatch", "fail" if bad else "ok", detail, bad)
 
 
-def check_timesteps(cfg: Config, batch: int | None) -> Check:
+def check_timesteps(cfg: Config, batch: int | None, *, rule: str = "total_timesteps ≥ batch_size") -> Check:
+    """At least one batch per run; `rule` names why, in the words of the trainer that needs it."""
     if batch is None:
-        return Check("timesteps", "skip", "no batch size to check against")
+        return Check("timesteps", "skip", "no batch size to check against (see segments)")
     tt = cfg.train.total_timesteps
     if tt >= batch:
         return Check("timesteps", "ok", f"total_timesteps {tt:,} ≥ batch {batch:,} ({tt // batch:,} epochs)")
-    msg = (f"train.total_timesteps={tt} is below one batch of {batch} (rule: total_timesteps ≥ batch_size); "
-           f"use at least {batch}")
+    msg = f"train.total_timesteps={tt} is below one batch of {batch} (rule: {rule}); use at least {batch}"
     return Check("timesteps", "fail", f"{tt:,} < {batch:,}", [msg])
 
 
