@@ -74,6 +74,15 @@ def steps_of(rec: RunRecord) -> int | None:
     return rec.config.train.total_timesteps if rec.config is not None else None
 
 
+def trained_steps(rec: RunRecord, prev: RunRecord) -> int | None:
+    """The steps `rec` trained on top of `prev`'s checkpoint: a warm start keeps the step counter, so a
+    summary's agent_steps is cumulative; the run's own total_timesteps when the difference is unknown."""
+    now, before = steps_of(rec), steps_of(prev)
+    if now is not None and before is not None and now > before:
+        return now - before
+    return rec.config.train.total_timesteps if rec.config is not None else None
+
+
 def _cap(objective: str, value: float) -> float:
     return min(value, 1.0) if objective.endswith(RATES) else value
 
@@ -105,7 +114,7 @@ def change_effect(history: list[RunRecord], objective: str, band: float, space: 
         effect.expected_low = effect.expected_high = prev_score
         how = f"controlled: both began from {'scratch' if source[0] == 'fresh' else 'run ' + source[1]}"
     elif source == ("run", prev.run_id):
-        r, steps = rise(prev, objective), steps_of(rec)
+        r, steps = rise(prev, objective), trained_steps(rec, prev)
         gain = (r.slope_per_step * steps) if r is not None and r.slope_per_step is not None and steps else 0.0
         effect.comparison = "continuation"
         effect.expected_low = prev_score
