@@ -168,8 +168,8 @@ def escalated(spec: ParamSpec, old: float, direction: str, factor: float, persis
         inside = spec.prior.low <= old <= spec.prior.high
         beyond = new > edge if direction == "up" else new < edge
         if inside and beyond:
-            plain = step(spec, old, direction, factor=f)
-            new = spec.clamp(edge) if (edge > old if direction == "up" else edge < old) else plain
+            at_edge = not (edge > old if direction == "up" else edge < old)
+            new = step(spec, old, direction, factor=f) if at_edge else spec.clamp(edge)
     return new
 
 
