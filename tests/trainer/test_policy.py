@@ -8,7 +8,8 @@ import torch
 from gymnasium import spaces
 from torch.distributions import Categorical, Normal
 
-from autopilot.trainer.policy import ActorCritic, TanhMLP
+from autopilot.trainer import policy as policy_module
+from autopilot.trainer.policy import ActorCritic
 
 OBS = spaces.Box(-1, 1, (6,), np.float32)
 
@@ -69,7 +70,7 @@ def _autograd_forward(p: ActorCritic, obs: torch.Tensor) -> torch.Tensor:
 def test_fused_mlp_matches_autograd_in_values_and_gradients(num_layers, block_rows, monkeypatch):
     torch.manual_seed(1)
     p = ActorCritic(OBS, spaces.Box(-1, 1, (2,), np.float32), hidden_size=16, num_layers=num_layers)
-    monkeypatch.setattr(TanhMLP, "block_rows", block_rows)  # 7 and 5 do not divide the 50 rows
+    monkeypatch.setattr(policy_module, "CPU_BLOCK_ROWS", block_rows)  # 7 and 5 do not divide the 50 rows
     obs = torch.randn(50, 6)
     w = torch.randn(50, 3)
     mean, value = p(obs)

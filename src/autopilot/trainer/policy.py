@@ -46,30 +46,93 @@ def trunk(n_in: int, hidden: int, num_layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+# Rows per block on a CPU with one thread: a 64-wide float32 activation block is 0.5 MB, and a few fit a
+# 2 MB L2. With more threads, each matmul must be large enough to split; on a GPU, blocks would only
+# multiply the kernel launches: one block of all rows in both cases.
+CPU_BLOCK_ROWS = 2048
+
+
+def block_rows_for(x: torch.Tensor) -> int:
+    if x.device.type == "cpu" and torch.get_num_threads() == 1:
+        return CPU_BLOCK_ROWS
+    return max(1, x.shape[0])
+
+
+def activation_buffers(x: torch.Tensor, weights) -> list[torch.Tensor]:
+    """One buffer per layer for its input (x, then each tanh output), with a trailing column of ones: so a
+    layer's bias rides in its matmul, [a | 1] [W | b]^T, and its gradient comes out of the weight-gradient
+    matmul, instead of a bias broadcast before every matmul and a column sum after."""
+    bufs = [x.new_empty(x.shape[0], w.shape[1] + 1) for w in weights]
+    for buf in bufs:
+        buf[:, -1] = 1.0
+    return bufs
+
+
+def mlp_forward(x: torch.Tensor, weights, biases, block_rows: int,
+                acts: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """out = heads(tanh(... tanh(x W1^T + b1) ...)); with `acts` (from `activation_buffers`), each layer's
+    input is kept there for the backward.
+
+    The rows go through in blocks of `block_rows`, every layer per block, so a block's activations stay in
+    the core's cache between the matmul that writes them and the tanh / next matmul that reads them."""
+    n = x.shape[0]
+    out = x.new_empty(n, weights[-1].shape[0])
+    last = len(weights) - 1
+    if acts is None:  # inference: nothing kept
+        for lo in range(0, n, block_rows):
+            a = x[lo:lo + block_rows]
+            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                a = torch.addmm(b, a, w.t(), out=out[lo:lo + block_rows] if i == last else None)
+                if i < last:
+                    a.tanh_()
+        return out
+    wb = [torch.cat([w, b[:, None]], 1) for w, b in zip(weights, biases, strict=True)]  # [W | b]
+    for lo in range(0, n, block_rows):
+        hi = min(lo + block_rows, n)
+        acts[0][lo:hi, :-1] = x[lo:hi]
+        for i, w in enumerate(wb):
+            if i == last:
+                torch.mm(acts[i][lo:hi], w.t(), out=out[lo:hi])
+                continue
+            block = acts[i + 1][lo:hi]
+            torch.mm(acts[i][lo:hi], w.t(), out=block[:, :-1])
+            block.tanh_()  # the whole block, contiguous (vectorised); then the ones column back
+            block[:, -1] = 1.0
+    return out
+
+
+def mlp_backward(acts: list[torch.Tensor], weights, grad_out: torch.Tensor, block_rows: int,
+                 grad_w: list[torch.Tensor], grad_b: list[torch.Tensor]) -> None:
+    """Add d loss / d (W_i, b_i) into `grad_w`, `grad_b`, given d loss / d out and the `acts` the forward kept.
+
+    Per layer, from the heads down: d[W | b] += g^T [a | 1], then g <- (g W) * (1 - a^2) through the tanh
+    that produced `a`: the matmuls and tanh derivative autograd would run, without its glue."""
+    grad_wb = [w.new_zeros(w.shape[0], w.shape[1] + 1) for w in weights]
+    n = grad_out.shape[0]
+    for lo in range(0, n, block_rows):
+        hi = min(lo + block_rows, n)
+        g = grad_out[lo:hi]  # d loss / d (this layer's pre-activation), rows lo:hi
+        for i in reversed(range(len(weights))):
+            grad_wb[i].addmm_(g.t(), acts[i][lo:hi])
+            if i > 0:
+                g = torch.ops.aten.tanh_backward(g.mm(weights[i]), acts[i][lo:hi, :-1])
+    for gw, gb, gwb in zip(grad_w, grad_b, grad_wb, strict=True):
+        gw.add_(gwb[:, :-1])
+        gb.add_(gwb[:, -1])
+
+
 class TanhMLP(torch.autograd.Function):
-    """out = heads(tanh(... tanh(x W1^T + b1) ...)); params = (W1, b1, ..., Wh, bh), hidden layers first.
-
-    Both passes go through the rows in blocks of `block_rows`, every layer per block, so a block's
-    activations and gradients stay in the core's cache between the matmul that writes them and the
-    tanh / next matmul that reads them; weight and bias gradients accumulate over the blocks."""
-
-    block_rows = 2048  # a 64-wide float32 activation block is 0.5 MB: a few of them fit a 2 MB L2
+    """`mlp_forward` / `mlp_backward` as one autograd node; params = (W1, b1, ..., Wh, bh), hidden first."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, block_rows: int, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = params[0::2], params[1::2]
-        n = x.shape[0]
-        acts = [x] + [x.new_empty(n, w.shape[0]) for w in weights[:-1]]  # the tanh outputs, per layer
-        out = x.new_empty(n, weights[-1].shape[0])
-        for lo in range(0, n, block_rows):
-            hi = min(lo + block_rows, n)
-            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-                dst = acts[i + 1][lo:hi] if i + 1 < len(weights) else out[lo:hi]
-                torch.addmm(b, acts[i][lo:hi], w.t(), out=dst)
-                if i + 1 < len(weights):
-                    dst.tanh_()
+        save = not torch.is_inference_mode_enabled()  # rollouts need no activations kept
+        acts = activation_buffers(x, weights) if save else None
+        out = mlp_forward(x, weights, biases, block_rows, acts)
         ctx.block_rows = block_rows
-        ctx.save_for_backward(*acts, *weights)
+        if save:
+            ctx.save_for_backward(*acts, *weights)
         return out
 
     @staticmethod
@@ -79,17 +142,7 @@ class TanhMLP(torch.autograd.Function):
         acts, weights = saved[:layers], saved[layers:]
         grad_w = [torch.zeros_like(w) for w in weights]
         grad_b = [w.new_zeros(w.shape[0]) for w in weights]
-        grad_out = grad_out.contiguous()
-        n = grad_out.shape[0]
-        for lo in range(0, n, ctx.block_rows):
-            hi = min(lo + ctx.block_rows, n)
-            g = grad_out[lo:hi]  # d loss / d (this layer's pre-activation), rows lo:hi
-            for i in reversed(range(layers)):
-                a = acts[i][lo:hi]
-                grad_w[i].addmm_(g.t(), a)
-                grad_b[i] += g.sum(0)
-                if i > 0:  # back through the tanh that produced `a`: g W * (1 - a^2)
-                    g = torch.ops.aten.tanh_backward(g.mm(weights[i]), a)
+        mlp_backward(list(acts), weights, grad_out, ctx.block_rows, grad_w, grad_b)
         return (None, None, *(t for pair in zip(grad_w, grad_b, strict=True) for t in pair))
 
 
@@ -120,6 +173,7 @@ class ActorCritic(nn.Module):
         # `trunk` and `heads` hold the parameters (and their state_dict names); TanhMLP runs them. A plain
         # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
+        self._activation_cache: dict[tuple, list[torch.Tensor]] = {}  # evaluate_for_backward's buffers
 
     # -- distributions, by hand ------------------------------------------------------------------
     def _gaussian_logprob(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -131,9 +185,11 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy head output: Gaussian mean or logits, value)."""
-        # Blocks pay on a CPU (cache); on a GPU they would only multiply the kernel launches.
-        block_rows = TanhMLP.block_rows if obs.device.type == "cpu" else max(1, obs.shape[0])
-        out = TanhMLP.apply(obs, block_rows, *self._mlp_params())
+        if torch.is_inference_mode_enabled():  # rollouts: no graph, so no autograd node's overhead either
+            weights, biases = [m.weight for m in self._linears], [m.bias for m in self._linears]
+            out = mlp_forward(obs, weights, biases, block_rows_for(obs))
+        else:
+            out = TanhMLP.apply(obs, block_rows_for(obs), *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
 
     def _mlp_params(self) -> list[torch.Tensor]:
@@ -169,6 +225,61 @@ class ActorCritic(nn.Module):
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         out = self(obs)[0]
         return out if self.continuous else out.argmax(-1)
+
+    # -- the PPO update's hand-written backward ---------------------------------------------------
+    def evaluate_for_backward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved)."""
+        block_rows = block_rows_for(obs)
+        weights, biases = [m.weight for m in self._linears], [m.bias for m in self._linears]
+        key = (obs.shape[0], obs.device, obs.dtype)
+        if key not in self._activation_cache:  # reused minibatch after minibatch: no fresh pages to fault in
+            if len(self._activation_cache) >= 2:  # a minibatch size and its last chunk's, at most
+                self._activation_cache.clear()
+            self._activation_cache[key] = activation_buffers(obs, weights)
+        acts = self._activation_cache[key]
+        out = mlp_forward(obs, weights, biases, block_rows, acts)
+        head, value = out[:, : self.act_dim], out[:, self.act_dim]
+        if self.continuous:
+            inv_std = torch.exp(-self.log_std)
+            z = (action - head) * inv_std
+            logprob = (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
+            entropy = self._gaussian_entropy(out.shape[0])
+            dist = (z, inv_std)
+        else:
+            logits = head - head.logsumexp(-1, keepdim=True)
+            action = action.long()
+            logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            probs = logits.exp()
+            entropy = -(probs * logits).sum(-1)
+            dist = (logits, probs, entropy, action)
+        return logprob, entropy, value, (acts, out, block_rows, dist)
+
+    def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
+                            d_value: torch.Tensor) -> None:
+        """Add d loss / d parameter to every parameter's `.grad`, given d loss / d (each sample's logprob,
+        value) and the loss's weight on each sample's entropy (the same for all).
+
+        Gaussian, z = (a - mean) / std:  d logprob / d mean = z / std,  d logprob / d log_std = z^2 - 1,
+                                         d entropy / d log_std = 1 (per sample).
+        Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
+                                         d entropy / d logits = -p (l + entropy)."""
+        acts, out, block_rows, dist = saved
+        for p in self.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grad_out = torch.empty_like(out)
+        if self.continuous:
+            z, inv_std = dist
+            torch.mul(d_logprob[:, None], z * inv_std, out=grad_out[:, : self.act_dim])
+            self.log_std.grad.add_((d_logprob[:, None] * (z.square() - 1.0)).sum(0)).add_(d_entropy * len(z))
+        else:
+            logits, probs, entropy, action = dist
+            g = probs * (-d_logprob[:, None]) - d_entropy * probs * (logits + entropy[:, None])
+            g.scatter_add_(-1, action.unsqueeze(-1), d_logprob.unsqueeze(-1))
+            grad_out[:, : self.act_dim] = g
+        grad_out[:, self.act_dim] = d_value
+        mlp_backward(acts, [m.weight for m in self._linears], grad_out, block_rows,
+                     [m.weight.grad for m in self._linears], [m.bias.grad for m in self._linears])
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds

@@ -77,8 +77,10 @@ class Batch:
 
 
 class PackedBatch:
-    """A `Batch` packed column-wise into one float tensor, so a shuffled minibatch is ONE row gather
-    (`index_select`) instead of six; `take` returns a `Batch` of column views of the gathered rows."""
+    """A `Batch` packed into two float tensors, so that a shuffle is two gathers instead of six: the rows
+    of observations and actions, (n, obs + act), and the per-sample scalars as rows, (4, n): logprobs,
+    values, advantages, returns. A minibatch is then a slice of each; its scalars are contiguous, which
+    the loss's elementwise arithmetic reads fastest."""
 
     def __init__(self, batch: Batch):
         n = len(batch)
@@ -86,28 +88,32 @@ class PackedBatch:
         self.act_shape, self.act_dtype = batch.actions.shape[1:], batch.actions.dtype
         act = batch.actions.reshape(n, -1).to(torch.float32)  # discrete ids < 2**24 are exact in float32
         self.act_cols = act.shape[1]
-        self.data = torch.cat([batch.obs, act, batch.logprobs[:, None], batch.values[:, None],
-                               batch.advantages[:, None], batch.returns[:, None]], dim=1)
+        self.data = torch.cat([batch.obs, act], dim=1)
+        self.scalars = torch.stack([batch.logprobs, batch.values, batch.advantages, batch.returns])
 
     def __len__(self) -> int:
         return self.data.shape[0]
 
     def take(self, idx: torch.Tensor) -> Batch:
-        return self._columns(self.data.index_select(0, idx))
+        return self._columns(self.data.index_select(0, idx), self.scalars.index_select(1, idx))
 
-    def shuffled(self, perm: torch.Tensor) -> PackedBatch:
-        """A copy with its rows in `perm` order: slicing it gives the minibatches without further gathers."""
-        out = copy.copy(self)
-        out.data = self.data.index_select(0, perm)
+    def shuffled(self, perm: torch.Tensor, out: PackedBatch | None = None) -> PackedBatch:
+        """A copy with its rows in `perm` order: slicing it gives the minibatches without further gathers.
+        `out` (an earlier shuffle of this batch) is overwritten rather than allocated anew."""
+        if out is None:
+            out = copy.copy(self)
+            out.data, out.scalars = torch.empty_like(self.data), torch.empty_like(self.scalars)
+        torch.index_select(self.data, 0, perm, out=out.data)
+        torch.index_select(self.scalars, 1, perm, out=out.scalars)
         return out
 
     def rows(self, start: int, stop: int) -> Batch:
-        return self._columns(self.data[start:stop])
+        return self._columns(self.data[start:stop], self.scalars[:, start:stop])
 
-    def _columns(self, rows: torch.Tensor) -> Batch:
-        o, a = self.obs_dim, self.obs_dim + self.act_cols
-        actions = rows[:, o:a].reshape(-1, *self.act_shape).to(self.act_dtype)
-        return Batch(rows[:, :o], actions, rows[:, a], rows[:, a + 1], rows[:, a + 2], rows[:, a + 3])
+    def _columns(self, rows: torch.Tensor, scalars: torch.Tensor) -> Batch:
+        o = self.obs_dim
+        actions = rows[:, o:].reshape(-1, *self.act_shape).to(self.act_dtype)
+        return Batch(rows[:, :o], actions, *scalars)
 
 
 STAT_KEYS = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")
@@ -118,26 +124,66 @@ def ppo_loss(policy, mb: Batch, advantages: torch.Tensor, hp: TrainConfig) -> tu
 
     stats is a tensor in the order of STAT_KEYS (kept as a tensor: no device sync per minibatch)."""
     new_logprob, entropy, new_value = policy.evaluate(mb.obs, mb.actions)
-    logratio = new_logprob - mb.logprobs
-    ratio = logratio.exp()
+    terms = LossTerms.of(new_logprob, entropy, new_value, mb, advantages, hp)
+    return terms.loss, terms.stats
 
-    # Clipped surrogate objective (we minimise its negative).
-    pg_loss = torch.max(-advantages * ratio,
-                        -advantages * ratio.clamp(1.0 - hp.clip_coef, 1.0 + hp.clip_coef)).mean()
 
-    # Value loss, clipped around the rollout's value estimate.
-    v_clipped = mb.values + (new_value - mb.values).clamp(-hp.vf_clip_coef, hp.vf_clip_coef)
-    v_loss = 0.5 * torch.max((new_value - mb.returns).square(), (v_clipped - mb.returns).square()).mean()
+@dataclass
+class LossTerms:
+    """PPO's loss on one minibatch, and what its derivative by hand needs."""
 
-    entropy = entropy.mean()
-    loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
+    loss: torch.Tensor
+    stats: torch.Tensor
+    surrogate: torch.Tensor
+    clipped_surrogate: torch.Tensor
+    ratio_in_clip: torch.Tensor
+    value_error: torch.Tensor
+    clipped_value_error: torch.Tensor
+    value_in_clip: torch.Tensor
 
-    with torch.no_grad():
-        old_approx_kl = (-logratio).mean()
-        approx_kl = ((ratio - 1.0) - logratio).mean()
-        clipfrac = ((ratio - 1.0).abs() > hp.clip_coef).float().mean()
-        stats = torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac]).detach()
-    return loss, stats
+    @classmethod
+    def of(cls, new_logprob: torch.Tensor, entropy: torch.Tensor, new_value: torch.Tensor, mb: Batch,
+           advantages: torch.Tensor, hp: TrainConfig) -> LossTerms:
+        logratio = new_logprob - mb.logprobs
+        ratio = logratio.exp()
+
+        # Clipped surrogate objective (we minimise its negative).
+        surrogate = -advantages * ratio
+        clipped_surrogate = -advantages * ratio.clamp(1.0 - hp.clip_coef, 1.0 + hp.clip_coef)
+        pg_loss = torch.max(surrogate, clipped_surrogate).mean()
+
+        # Value loss, clipped around the rollout's value estimate.
+        value_step = new_value - mb.values
+        v_clipped = mb.values + value_step.clamp(-hp.vf_clip_coef, hp.vf_clip_coef)
+        value_error, clipped_value_error = new_value - mb.returns, v_clipped - mb.returns
+        v_loss = 0.5 * torch.max(value_error.square(), clipped_value_error.square()).mean()
+
+        entropy = entropy.mean()
+        loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
+
+        with torch.no_grad():
+            old_approx_kl = (-logratio).mean()
+            approx_kl = ((ratio - 1.0) - logratio).mean()
+            ratio_in_clip = (ratio - 1.0).abs() <= hp.clip_coef
+            clipfrac = (~ratio_in_clip).float().mean()
+            stats = torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac]).detach()
+            value_in_clip = value_step.abs() <= hp.vf_clip_coef
+        return cls(loss, stats, surrogate, clipped_surrogate, ratio_in_clip, value_error, clipped_value_error,
+                   value_in_clip)
+
+    def derivatives(self, hp: TrainConfig, weight: float) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """d (weight * loss) / d (each sample's new log-probability, entropy, new value): what autograd
+        would send back, written out. Each max() passes the gradient to the branch it picked; a clamp
+        passes it only inside its range (outside, the clipped branch is flat):
+            d surrogate / d logprob = -A * ratio = surrogate        (d ratio / d logprob = ratio)
+            d (0.5 * error^2) / d value = error"""
+        n = self.surrogate.shape[0]
+        zero = self.surrogate.new_zeros(())
+        d_pg = torch.where(self.surrogate >= self.clipped_surrogate, self.surrogate,
+                           torch.where(self.ratio_in_clip, self.clipped_surrogate, zero))
+        d_v = torch.where(self.value_error.square() >= self.clipped_value_error.square(), self.value_error,
+                          torch.where(self.value_in_clip, self.clipped_value_error, zero))
+        return d_pg * (weight / n), -hp.ent_coef * weight / n, d_v * (hp.vf_coef * weight / n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,18 +191,30 @@ def ppo_loss(policy, mb: Batch, advantages: torch.Tensor, hp: TrainConfig) -> tu
 
 
 def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: TrainConfig) -> torch.Tensor:
-    """One optimizer step on one minibatch, accumulating gradients over chunks of `max_minibatch_size`."""
+    """One optimizer step on one minibatch, accumulating gradients over chunks of `max_minibatch_size`.
+
+    A policy with `evaluate_for_backward` (the built-in one) is differentiated by hand: the loss's
+    derivative from `LossTerms.derivatives`, then the network's own backward; the same gradients as
+    autograd's (tested), without building a graph per minibatch. Any other policy goes through autograd."""
     advantages = normalize_advantages(mb.advantages)  # over the whole minibatch, before chunking
     n = len(mb)
     chunk = min(n, max(1, int(hp.max_minibatch_size)))
-    optimizer.zero_grad(set_to_none=True)
+    by_hand = hasattr(policy, "evaluate_for_backward")
+    optimizer.zero_grad(set_to_none=not by_hand)
     stats = torch.zeros(len(STAT_KEYS), device=mb.obs.device)
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
         part = Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl], mb.advantages[sl], mb.returns[sl])
         weight = (sl.stop - sl.start) / n
-        loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
-        (loss * weight).backward()
+        if by_hand:
+            with torch.no_grad():
+                new_logprob, entropy, new_value, saved = policy.evaluate_for_backward(part.obs, part.actions)
+                terms = LossTerms.of(new_logprob, entropy, new_value, part, advantages[sl], hp)
+                policy.backward_into_grads(saved, *terms.derivatives(hp, weight))
+            part_stats = terms.stats
+        else:
+            loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
+            (loss * weight).backward()
         stats += part_stats * weight
     torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm, foreach=True)
     optimizer.step()
@@ -170,8 +228,9 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: Train
     packed = PackedBatch(batch)
     total = torch.zeros(len(STAT_KEYS), device=batch.obs.device)
     steps = 0
+    epoch = None
     for _ in range(hp.update_epochs):
-        epoch = packed.shuffled(torch.randperm(n, generator=generator).to(batch.obs.device))
+        epoch = packed.shuffled(torch.randperm(n, generator=generator).to(batch.obs.device), out=epoch)
         for start in range(0, n, mb_size):
             total += minibatch_step(policy, optimizer, epoch.rows(start, start + mb_size), hp)
             steps += 1
