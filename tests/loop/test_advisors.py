@@ -307,3 +307,21 @@ def test_updates_too_large_respects_a_contrary_learning_rate_trend():
     assert "train.learning_rate" not in p.changes and p.changes["train.update_epochs"] == 5
     assert any("train.learning_rate: unchanged" in r and "higher is better" in r for r in p.rationale)
     assert any("12 lies 0.26 doublings above the typical range [1, 10]" in r for r in p.rationale)
+
+
+def test_small_updates_of_a_confident_discrete_policy_are_answered_with_entropy_first():
+    """A categorical policy at 17% of ln(2) moves its ratio little under any step (KL ∝ p(1 − p)): the
+    small KL is its confidence, so the finding names the entropy bonus first and, from ent_coef 0, the
+    move lands on the standard small value rather than doubling the learning rate."""
+    trainer = {"approx_kl": 0.00046, "clipfrac": 0.0036, "entropy": 0.12, "act_n": 2}
+    rec = make_record(rid(0), {"train.ent_coef": 0.0, "train.learning_rate": 0.005}, trainer=trainer)
+    f = next(f for f in diagnose([rec]) if f.code == "updates_too_small")
+    assert f.evidence["entropy_over_ln_n"] == pytest.approx(0.12 / 0.6931, abs=1e-3)
+    assert [m.key for m in f.moves][:2] == ["train.ent_coef", "train.learning_rate"]
+    p = rules(context([rec]))
+    assert p.changes.get("train.ent_coef") == 0.01 and "train.learning_rate" not in p.changes
+    # The same statistics from a policy that is still exploring (60% of ln 2): the step size is the suspect.
+    rec = make_record(rid(0), {"train.ent_coef": 0.0, "train.learning_rate": 0.005},
+                      trainer={**trainer, "entropy": 0.42})
+    f = next(f for f in diagnose([rec]) if f.code == "updates_too_small")
+    assert "entropy_over_ln_n" not in f.evidence and f.moves[0].key == "train.learning_rate"

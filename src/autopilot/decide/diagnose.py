@@ -44,6 +44,9 @@ class Thresholds:
     entropy_narrowing: float = 0.02
     discrete_high_frac: float = 0.95  # discrete: entropy / ln(n) above this: too high
     discrete_collapsed_frac: float = 0.05  # ... below this: collapsed
+    # ... below this: a confident policy, whose ratio barely moves under any step (a categorical's KL for a
+    # logit step δ is about p(1 − p) δ² / 2): small KL is then its confidence, not a small step.
+    discrete_confident_frac: float = 0.25
     # Value function.
     explained_var_low: float = 0.2
     value_loss_high: float = 10.0  # for rewards of order 1-10 per step
@@ -150,11 +153,20 @@ def _updates(s: TrainerSummary | None, t: Thresholds, cfg: Config | None = None)
                   why="a larger step raises approx_kl toward 0.005-0.02")
         clip = Move(key="train.clip_coef", direction="up", factor=2.0,
                     why="a wider clip lets each update move the policy further")
-        return [Finding(code="updates_too_small", severity="warn", evidence=ev,
-                        theory=f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < {t.clipfrac_small:g}: "
-                               "the policy ratio almost never reaches the clip range, so each batch barely moves "
-                               "the policy.",
-                        moves=[epochs, lr, clip] if few else [lr, epochs, clip])]
+        theory = (f"approx_kl {kl:.2g} < {t.kl_small:g} and clipfrac {cf:.2g} < {t.clipfrac_small:g}: the policy "
+                  "ratio almost never reaches the clip range, so each batch barely moves the policy.")
+        moves = [epochs, lr, clip] if few else [lr, epochs, clip]
+        frac = _discrete_entropy_frac(s)
+        if frac is not None and frac < t.discrete_confident_frac and not few:
+            ev["entropy_over_ln_n"] = _f(frac)
+            ev["rule"] += f", with entropy / ln(n) = {frac:.2g} < {t.discrete_confident_frac:g} (a confident policy)"
+            theory += (f" The policy is nearly deterministic (entropy {frac:.0%} of the uniform policy's): its "
+                       "action probabilities are saturated, so any step moves the ratio little; the small KL "
+                       "says the policy stopped exploring more than that the step is small.")
+            moves = [Move(key="train.ent_coef", direction="up", factor=2.0,
+                          why="entropy pressure keeps a confident policy exploring, which is what its small KL "
+                              "reflects"), lr, epochs, clip]
+        return [Finding(code="updates_too_small", severity="warn", evidence=ev, theory=theory, moves=moves)]
     if kl > t.kl_large or cf > t.clipfrac_large:
         return [Finding(code="updates_too_large", severity="warn",
                         evidence={"rule": " or ".join(
@@ -222,6 +234,14 @@ def _entropy_relative(rec: RunRecord, h: float, ent_coef: float | None, t: Thres
                            "entropy bonus may be holding it diffuse.",
                     moves=[Move(key="train.ent_coef", direction="down", factor=0.5,
                                 why="less entropy pressure lets the policy commit")])]
+
+
+def _discrete_entropy_frac(s: TrainerSummary | None) -> float | None:
+    """entropy / ln(n) of a categorical policy; None unless the summary states n (act_n) and the entropy."""
+    h, n = _stat(s, "entropy"), _stat(s, "act_n")
+    if h is None or n is None or n < 2:
+        return None
+    return h / math.log(n)
 
 
 def _entropy(rec: RunRecord, ent_coef: float | None, t: Thresholds) -> list[Finding]:
