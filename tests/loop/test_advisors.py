@@ -325,3 +325,38 @@ def test_small_updates_of_a_confident_discrete_policy_are_answered_with_entropy_
                       trainer={**trainer, "entropy": 0.42})
     f = next(f for f in diagnose([rec]) if f.code == "updates_too_small")
     assert "entropy_over_ln_n" not in f.evidence and f.moves[0].key == "train.learning_rate"
+
+
+def _collapsed(overrides, success, curve_from, curve_to):
+    """A categorical policy at 1% of ln(4) with tiny updates: collapsed, or converged, as its curve says."""
+    curve = [{"epoch": i, "agent_steps": 1000 * (i + 1), "success_rate": curve_from + (curve_to - curve_from) * i / 15}
+             for i in range(16)]
+    return make_record(rid(0), overrides, metrics={"success_rate": success}, curve=curve,
+                       trainer={"approx_kl": 0.0001, "clipfrac": 0.0, "entropy": 0.014, "act_n": 4})
+
+
+def test_a_policy_that_collapsed_before_learning_restarts_fresh_with_its_violent_knobs_fixed():
+    """lr 0.1 and clip 1.0 drove the policy to determinism at the floor: entropy_collapsed names the step size
+    as a cause, both knobs far outside their priors move into them, and the collapsed weights are dropped."""
+    rec = _collapsed({"train.learning_rate": 0.1, "train.clip_coef": 1.0}, 0.0, 0.0, 0.0)
+    ctx = context([rec])
+    assert {"entropy_collapsed", "updates_too_small"} <= {f.code for f in ctx.findings}
+    p = rules(ctx)
+    assert p.changes["train.learning_rate"] < 0.01 and p.changes["train.clip_coef"] <= 0.3
+    assert p.resume_mode == "fresh"
+    assert any("trained under entropy_collapsed" in r and "no run's curve has risen" in r for r in p.rationale)
+    accepted(ctx, p)
+
+
+def test_a_converged_near_deterministic_policy_keeps_its_checkpoint():
+    """The same entropy after a curve that climbed 0 → 0.9: convergence, not collapse; no fresh start."""
+    p = rules(context([_collapsed({"train.learning_rate": 0.1, "train.clip_coef": 1.0}, 0.9, 0.0, 0.9)]))
+    assert p.resume_mode == "continue"
+
+
+def test_findings_pulling_a_knob_both_ways_leave_it_alone_inside_its_prior():
+    """entropy_collapsed asks for a smaller learning rate, the confident policy's updates_too_small for a larger
+    one: at 0.003 (inside its typical range) neither is evidence, so only the entropy bonus moves."""
+    p = rules(context([_collapsed({"train.learning_rate": 0.003, "train.ent_coef": 0.0}, 0.0, 0.0, 0.0)]))
+    assert "train.learning_rate" not in p.changes and p.changes["train.ent_coef"] == 0.01
+    assert any("pull it in opposite directions" in s for s in p.next_steps)

@@ -286,9 +286,14 @@ def _entropy(rec: RunRecord, ent_coef: float | None, t: Thresholds) -> list[Find
                                            if severe else ""))])]
     if low:
         return [Finding(code="entropy_collapsed", severity="warn", evidence=ev,
-                        theory=f"{what}: the policy became near-deterministic and stops exploring.",
+                        theory=f"{what}: the policy became near-deterministic and stops exploring, either "
+                               "for lack of entropy pressure or driven there by policy steps too large.",
                         moves=[Move(key="train.ent_coef", direction="up", factor=2.0,
-                                    why="more entropy pressure restores exploration")])]
+                                    why="more entropy pressure restores exploration"),
+                               Move(key="train.learning_rate", direction="down", factor=0.5,
+                                    why="large steps drive a policy to determinism before it has explored"),
+                               Move(key="train.clip_coef", direction="down", factor=0.5,
+                                    why="a tighter clip bounds how far each update can sharpen the policy")])]
     return []
 
 

@@ -41,7 +41,7 @@ from autopilot.decide.advisors.base import (
     tunable,
 )
 from autopilot.decide.advisors.moves import Candidate, candidates, describe_outside, escalated, into_prior
-from autopilot.decide.attribution import rise
+from autopilot.decide.attribution import curve_values, rise
 from autopilot.decide.diagnose import THRESHOLDS, policy_std
 from autopilot.decide.guard import BUDGET_KEY, TRUST
 from autopilot.decide.records import AdvisorContext, Finding, KnobTrend, Proposal, RunRecord
@@ -196,6 +196,13 @@ class RulesAdvisor(Advisor):
         specs = tunable(ctx)
         findings = [f for f in ctx.findings if f.moves and f.code not in NOT_MOVES]
         ranked = candidates(ctx, findings, specs, {k: current(ctx, k) for k in specs})
+        # Findings that pull one knob both ways are no evidence about it, unless the prior breaks the tie
+        # (a move back into the typical range); without this the knob swings between runs.
+        pulled: dict[str, set[str]] = {}
+        for c in ranked:
+            if c.direction in ("up", "down"):
+                pulled.setdefault(c.move.key, set()).add(c.direction)
+        conflicted = {k for k, dirs in pulled.items() if len(dirs) > 1}
         answered: set[str] = set()
         for f in findings:
             for m in f.moves:
@@ -208,6 +215,10 @@ class RulesAdvisor(Advisor):
                 continue
             if c.finding.code in answered and c.outside <= 0:
                 continue  # one suspect per finding, unless another of its knobs is also outside its prior
+            if c.move.key in conflicted and c.outside <= 0 and c.finding.severity != "error":
+                codes = sorted({x.finding.code for x in ranked if x.move.key == c.move.key})
+                plan.skip(c.move.key, f"left as it is: {', '.join(codes)} pull it in opposite directions")
+                continue
             severe = c.finding.severity == "error"
             if (rising and not severe and c.undo is None and c.outside <= 0
                     and c.finding.code not in ACT_WHILE_RISING):
@@ -442,9 +453,15 @@ class RulesAdvisor(Advisor):
             next_steps=next_steps, seed_repeat=plan.seed_repeat, trust_region_override=plan.override)
 
 
+# Findings about how the weights were trained (not about the score): a checkpoint that learned nothing
+# under them may be damaged (saturated units, a collapsed policy) rather than merely untrained.
+DAMAGING = ("updates_too_large", "entropy_collapsed")
+
+
 def _refuse_stuck_checkpoint(plan: _Plan, mode: str, why: str) -> tuple[str, str]:
     """A checkpoint is no head start when every trusted run of a warm-start chain stayed at the first
-    run's score (within the band) and the updates were violent (approx_kl far above its limit) or the
+    run's score (within the band) and either the weights were trained under a damaging finding while no
+    run's own curve ever rose, or the updates were violent (approx_kl far above its limit), or the
     plateau sits where the ledger began: what those weights learned is what keeps the score there."""
     ctx = plan.ctx
     if mode != "continue" or plan.seed_repeat:
@@ -457,6 +474,12 @@ def _refuse_stuck_checkpoint(plan: _Plan, mode: str, why: str) -> tuple[str, str
     kl = latest.metric("approx_kl") if latest is not None else None
     violent = kl is not None and kl == kl and kl > 10 * THRESHOLDS.kl_large and "updates_too_large" in plan.causes
     stuck = plan.exploring and len(scores) >= THRESHOLDS.plateau_runs
+    damaged = next((f for f in ctx.findings if f.code in DAMAGING and not f.assumed), None)
+    if damaged is not None and not _ever_rose(ctx, band):
+        return "fresh", (f"fresh start: the checkpoint was trained under {damaged.code} "
+                         f"({damaged.evidence.get('rule') or damaged.evidence_text()}) and no run's curve has risen "
+                         f"(the first's {ctx.objective} {scores[0]:.4g} is still the best): weights that learned "
+                         "nothing under violent or collapsing updates are no head start")
     if violent:
         return "fresh", (f"fresh start: the checkpoint was trained with violent updates (approx_kl {kl:.3g} > "
                          f"10 × {THRESHOLDS.kl_large:g}) and no run has risen above the first's "
@@ -465,6 +488,18 @@ def _refuse_stuck_checkpoint(plan: _Plan, mode: str, why: str) -> tuple[str, str
         return "fresh", (f"fresh start: {len(scores)} runs have stayed within the band {band:.3g} of the first run's "
                          f"{ctx.objective} {scores[0]:.4g}; the warm-started weights are stuck there")
     return mode, why
+
+
+def _ever_rose(ctx: AdvisorContext, band: float) -> bool:
+    """Whether any run's own learning curve climbed (its last quarter's mean above its first quarter's by
+    more than the band): a policy that converged, and may rightly be near-deterministic, rather than one
+    that collapsed before it learned."""
+    for rec in ctx.history:
+        pts = [v for _, v in curve_values(rec, ctx.objective)]
+        q = len(pts) // 4
+        if q >= 1 and sum(pts[-q:]) / q > sum(pts[:q]) / q + band:
+            return True
+    return False
 
 
 def _refuse_noise_checkpoint(ctx: AdvisorContext, mode: str, src: str, why: str) -> tuple[str, str]:
