@@ -474,16 +474,16 @@ def _refuse_stuck_checkpoint(plan: _Plan, mode: str, why: str) -> tuple[str, str
     kl = latest.metric("approx_kl") if latest is not None else None
     violent = kl is not None and kl == kl and kl > 10 * THRESHOLDS.kl_large and "updates_too_large" in plan.causes
     stuck = plan.exploring and len(scores) >= THRESHOLDS.plateau_runs
+    if violent:
+        return "fresh", (f"fresh start: the checkpoint was trained with violent updates (approx_kl {kl:.3g} > "
+                         f"10 × {THRESHOLDS.kl_large:g}) and no run has risen above the first's "
+                         f"{ctx.objective} {scores[0]:.4g}; its weights are no head start")
     damaged = next((f for f in ctx.findings if f.code in DAMAGING and not f.assumed), None)
     if damaged is not None and not _ever_rose(ctx, band):
         return "fresh", (f"fresh start: the checkpoint was trained under {damaged.code} "
                          f"({damaged.evidence.get('rule') or damaged.evidence_text()}) and no run's curve has risen "
                          f"(the first's {ctx.objective} {scores[0]:.4g} is still the best): weights that learned "
                          "nothing under violent or collapsing updates are no head start")
-    if violent:
-        return "fresh", (f"fresh start: the checkpoint was trained with violent updates (approx_kl {kl:.3g} > "
-                         f"10 × {THRESHOLDS.kl_large:g}) and no run has risen above the first's "
-                         f"{ctx.objective} {scores[0]:.4g}; its weights are no head start")
     if stuck:
         return "fresh", (f"fresh start: {len(scores)} runs have stayed within the band {band:.3g} of the first run's "
                          f"{ctx.objective} {scores[0]:.4g}; the warm-started weights are stuck there")
