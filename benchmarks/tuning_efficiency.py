@@ -246,6 +246,47 @@ def tables(summary: dict[str, Any], advisors: list[str]) -> list[Table]:
     return out
 
 
+def verdict(cells: dict[str, Any], default: str = "rules") -> str:
+    """The acceptance reading of one start: the default advisor's mean final best against each baseline's —
+    at least as high, or within the seed spread (one std below the mean) of the best baseline — or which
+    one beats it."""
+    mine = cells.get(default, {}).get("mean")
+    others = {a: c for a, c in cells.items() if a != default and c.get("mean") is not None}
+    if mine is None or not others:
+        return "–"
+    top_name, top = max(others.items(), key=lambda kv: kv[1]["mean"])
+    if mine >= top["mean"]:
+        return "best"
+    if top["mean"] - (top["std"] or 0.0) <= mine:
+        return f"within {top_name}'s spread"
+    return f"below {top_name}"
+
+
+def markdown_tables(summary: dict[str, Any], advisors: list[str]) -> str:
+    """The tables of `tables` as GitHub markdown (bold = best mean), with the acceptance verdict per start."""
+    out = []
+    for env, data in summary.items():
+        digits = 3 if ENVS.get(env, {}).get("base", {}).get("autopilot", {}).get("objective") == "success_rate" else 1
+        out.append(f"`{env}`: mean final best over seeds ± std [min–max] · agent-steps per session (M)\n")
+        out.append("| start | " + " | ".join(advisors) + " | rules vs the rest |")
+        out.append("|---" * (len(advisors) + 2) + "|")
+        for start, cells in data["starts"].items():
+            means = [cells[a]["mean"] for a in advisors if a in cells and cells[a]["mean"] is not None]
+            top = max(means) if means else None
+            row = []
+            for a in advisors:
+                c = cells.get(a)
+                if c is None or c["mean"] is None:
+                    row.append("–")
+                    continue
+                text = (f"{_fmt(c['mean'], digits)} ± {_fmt(c['std'], digits)} [{_fmt(c['min'], digits)}–"
+                        f"{_fmt(c['max'], digits)}] · {c['mean_agent_steps'] / 1e6:.2f}")
+                row.append(f"**{text}**" if c["mean"] == top else text)
+            out.append(f"| {start} | " + " | ".join(row) + f" | {verdict(cells)} |")
+        out.append("| average | " + " | ".join(_fmt(data["average"].get(a), digits) for a in advisors) + " | |\n")
+    return "\n".join(out)
+
+
 # -- the grid ---------------------------------------------------------------------------------------------
 def grid(envs: list[str], starts: list[str] | None, seeds: list[int], advisors: list[str], runs: int,
          root: Path) -> list[dict[str, Any]]:
@@ -296,7 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep the workspaces under this folder")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 2 runs, seed 1, the decent and timid starts, every env and advisor")
+    ap.add_argument("--markdown", action="store_true", help="also print the tables as markdown")
+    ap.add_argument("--from-json", type=Path, default=None, metavar="FILE",
+                    help="run nothing: print the tables of a results file written by --out")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        import json
+
+        data = json.loads(args.from_json.read_text())
+        summary = summarise(data["sessions"])
+        names = [a for a in ADVISORS if any(a in cells for env in summary.values() for cells in env["starts"].values())]
+        for table in tables(summary, names):
+            Console().print(table)
+        if args.markdown:
+            print(markdown_tables(summary, names))
+        return 0
     if args.quick:
         args.runs, args.seeds, args.starts = 2, [1], args.starts or ["decent", "timid"]
     if args.runs < 1 or args.jobs < 1:
@@ -326,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     sessions = run_grid(tasks, args.jobs, console, on_session=write)
     for table in tables(summarise(sessions), args.advisors):
         console.print(table)
+    if args.markdown:
+        print(markdown_tables(summarise(sessions), args.advisors))
     console.print(f"{len(sessions)} sessions in {(time.time() - t0) / 60:.1f} min")
     write(sessions)
     if args.out is not None:

@@ -88,3 +88,14 @@ def test_one_real_session_end_to_end(tmp_path):
     assert session["agent_steps"] == sum(r["agent_steps"] for r in session["runs"]) > 0
     cell = result["summary"]["drone"]["starts"]["decent"]["constant"]
     assert cell["n"] == 1 and cell["mean"] == session["final_best"]
+
+
+def test_verdict_reads_the_acceptance_per_start():
+    cell = lambda mean, std: {"mean": mean, "std": std, "min": mean - std, "max": mean + std}  # noqa: E731
+    assert bench.verdict({"rules": cell(0.9, 0.1), "optuna": cell(0.8, 0.05), "random": cell(0.9, 0.0)}) == "best"
+    assert bench.verdict({"rules": cell(430.0, 5.0), "optuna": cell(490.0, 70.0)}) == "within optuna's spread"
+    assert bench.verdict({"rules": cell(430.0, 5.0), "optuna": cell(490.0, 14.0)}) == "below optuna"
+    table = bench.markdown_tables(bench.summarise([
+        {"env": "cartpole", "start": "decent", "seed": 1, "advisor": a, "final_best": v, "agent_steps": 10,
+         "runs": [{"best_so_far": v}]} for a, v in (("rules", 200.0), ("constant", 150.0))]), ["rules", "constant"])
+    assert "| decent | **200.0 ± 0.0 [200.0–200.0] · 0.00** | 150.0 ± 0.0 [150.0–150.0] · 0.00 | best |" in table
