@@ -9,8 +9,8 @@ import subprocess
 import time
 
 import pytest
-from _openai_server import openai_server  # noqa: F401 (fixture)
-from _runner_fixtures import *  # noqa: F403 (fixtures)
+from openai_server import openai_server  # noqa: F401 (fixture)
+from runner_fixtures import *  # noqa: F403 (fixtures)
 
 from autopilot.workspace.approval import approve_command, awaiting_path
 

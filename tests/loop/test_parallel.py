@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _runner_fixtures import *  # noqa: F403 - fixtures: fake_ws, ckpt_template
-from _runner_fixtures import FAKE_TRAINER
-from conftest import make_record, rid
+from ledgers import make_record, rid
+from runner_fixtures import *  # noqa: F403 - fixtures: fake_ws, ckpt_template
+from runner_fixtures import FAKE_TRAINER
 
 from autopilot.decide.advisors import get_advisor
 from autopilot.decide.generation import generation_parent, plan_generation, render_generation_note

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _runner_fixtures import *  # noqa: F403 (the fixtures)
-from _runner_fixtures import FakeWorkspace, profile_with
+from runner_fixtures import *  # noqa: F403 (the fixtures)
+from runner_fixtures import FakeWorkspace, profile_with
 
 from autopilot.loop import runner
 from autopilot.workspace import recording

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from _runner_fixtures import *  # noqa: F403 (the fixtures)
-from _runner_fixtures import REPO, trainer_command
 from rich.console import Console
+from runner_fixtures import *  # noqa: F403 (the fixtures)
+from runner_fixtures import REPO, trainer_command
 from typer.testing import CliRunner
 
 from autopilot.cli import app

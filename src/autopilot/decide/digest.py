@@ -25,7 +25,7 @@ from autopilot.decide.sanity import is_suspect, record_score, suspect_reasons
 from autopilot.decide.trends import trend_line
 from autopilot.space import fmt_num
 
-MAX_CHARS = 8_000  # the whole digest; a 50-run ledger stays under it (tests/loop/test_digest.py)
+MAX_CHARS = 8_000  # the whole digest; a 50-run ledger stays under it (tests/decide/test_digest.py)
 RECENT_RUNS = 12  # ledger lines before shrinking to fit
 MIN_RECENT_RUNS = 3
 TEXT_LIMIT = 240  # characters of one theory or change list

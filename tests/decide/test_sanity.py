@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from conftest import make_record, rid
+from ledgers import make_record, rid
 
 from autopilot.decide.sanity import best_of, is_suspect, record_score, sanity_reasons, score_of, trusted_score
 from autopilot.summary import parse_summary

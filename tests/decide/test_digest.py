@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import ent_coef_ledger, make_record, seeds_ledger
 from digest_doc import DOC, context_of, render_doc
+from ledgers import ent_coef_ledger, make_record, seeds_ledger
 
 from autopilot.decide.digest import MAX_CHARS, answer_schema, render_digest
 from autopilot.decide.sanity import suspect_reasons
@@ -67,4 +67,4 @@ def test_digest_carries_the_ent_coef_trend_whose_best_is_0_01():
 
 
 def test_the_docs_page_shows_the_digest_the_code_builds_now():
-    assert DOC.read_text("utf-8") == render_doc(), "docs/llm_digest.md is stale: run python tests/loop/digest_doc.py"
+    assert DOC.read_text("utf-8") == render_doc(), "docs/llm_digest.md is stale: run python tests/support/digest_doc.py"

@@ -1,10 +1,10 @@
 """Writes docs/llm_digest.md: the digest an outside advisor receives for the seeds' two situations,
-built from the same ledger fixtures the tests use (tests/loop/conftest.py).
+built from the same ledger fixtures the tests use (tests/support/ledgers.py).
 
-    python tests/loop/digest_doc.py            # rewrite docs/llm_digest.md
-    python tests/loop/digest_doc.py --check    # exit 1 if the file is stale
+    python tests/support/digest_doc.py            # rewrite docs/llm_digest.md
+    python tests/support/digest_doc.py --check    # exit 1 if the file is stale
 
-tests/loop/test_digest.py runs the check, so the page cannot drift from the code.
+tests/decide/test_digest.py runs the check, so the page cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import ent_coef_ledger, seeds_ledger  # noqa: E402
+from ledgers import ent_coef_ledger, seeds_ledger  # noqa: E402
 
 from autopilot.decide.advisors import Advisor, get_advisor, register_advisor  # noqa: E402
 from autopilot.decide.analysis import analyse_and_propose  # noqa: E402
@@ -64,7 +64,7 @@ def render_doc() -> str:
            f"It is built by `autopilot.decide.digest.render_digest` from the ledger alone and stays under "
            f"{MAX_CHARS:,} characters whatever the ledger's length (a long ledger lists its first run, its best "
            "run and the most recent ones). The two digests below are generated from the test fixtures "
-           "that reproduce the seeds' situations (`python tests/loop/digest_doc.py`).",
+           "that reproduce the seeds' situations (`python tests/support/digest_doc.py`).",
            ""]
     for title, what, ledger in SITUATIONS:
         text = render_digest(context_of(ledger()))
@@ -76,7 +76,7 @@ if __name__ == "__main__":
     doc = render_doc()
     if "--check" in sys.argv:
         stale = not DOC.exists() or DOC.read_text("utf-8") != doc
-        print(f"{DOC.name} is {'stale: run python tests/loop/digest_doc.py' if stale else 'current'}")
+        print(f"{DOC.name} is {'stale: run python tests/support/digest_doc.py' if stale else 'current'}")
         sys.exit(1 if stale else 0)
     DOC.write_text(doc, "utf-8")
     print(f"wrote {DOC}")

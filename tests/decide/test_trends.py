@@ -1,5 +1,5 @@
 import pytest
-from conftest import ent_coef_ledger, make_config, make_record, rid
+from ledgers import ent_coef_ledger, make_config, make_record, rid
 
 from autopilot.config.load import config_space
 from autopilot.decide.trends import (

@@ -1,5 +1,5 @@
 import pytest
-from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid
+from ledgers import SEEDS_TRAINER, ent_coef_ledger, make_record, rid
 
 from autopilot.config.load import config_space
 from autopilot.decide.advisors import Advisor, available_advisors, get_advisor, register_advisor

@@ -20,12 +20,12 @@ from rich.console import Console
 
 from autopilot.workspace.layout import Workspace, init_workspace, list_run_dirs, read_state
 
-# Only the fixtures: test modules take them with `from _runner_fixtures import *` (pytest finds fixtures
-# by name in the test module; tests/loop/conftest.py belongs to the ledger factories).
+# Only the fixtures: test modules take them with `from runner_fixtures import *` (pytest finds fixtures
+# by name in the test module; there is no conftest for them, and the ledger factories live in ledgers.py).
 __all__ = ["ckpt_template", "fake_ws", "stub_analysis"]
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # tests/support/ -> the repository root
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from conftest import SEEDS_TRAINER, make_record, rid
+from ledgers import SEEDS_TRAINER, make_record, rid
 
 from autopilot.decide.diagnose import THRESHOLDS, UNIT_GAUSSIAN_ENTROPY, Thresholds, diagnose, policy_std
 from autopilot.decide.records import NoiseBand

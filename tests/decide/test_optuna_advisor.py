@@ -6,9 +6,9 @@ import math
 
 import optuna
 import pytest
-from _runner_fixtures import *  # noqa: F403  (fake_ws and its fixtures)
-from conftest import make_record, rid
+from ledgers import make_record, rid
 from optuna.trial import TrialState
+from runner_fixtures import *  # noqa: F403  (fake_ws and its fixtures)
 from test_advisors import accepted, context
 
 from autopilot.decide.advisors import available_advisors, get_advisor

@@ -1,6 +1,6 @@
 import re
 
-from conftest import SEEDS_TRAINER, ent_coef_ledger, make_record, rid, seeds_ledger
+from ledgers import SEEDS_TRAINER, ent_coef_ledger, make_record, rid, seeds_ledger
 
 from autopilot.decide.analysis import analyse_and_propose
 

@@ -1,7 +1,7 @@
 """The `constant` advisor: the null hypothesis (keep the config, keep training)."""
 
 import pytest
-from conftest import make_record, rid
+from ledgers import make_record, rid
 from test_advisors import accepted, context
 
 from autopilot.decide.advisors import available_advisors, get_advisor

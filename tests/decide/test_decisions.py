@@ -1,7 +1,7 @@
 """The decision core's contracts, one ledger fixture per defect it must not have (see the README's
 "How the default advisor decides")."""
 
-from conftest import make_record, rid
+from ledgers import make_record, rid
 
 from autopilot.config.load import config_space
 from autopilot.decide.advisors.base import step

@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
-from _openai_server import dead_base_url, openai_server  # noqa: F401 (fixture)
-from conftest import ent_coef_ledger, seeds_ledger
+from ledgers import ent_coef_ledger, seeds_ledger
+from openai_server import dead_base_url, openai_server  # noqa: F401 (fixture)
 
 from autopilot.config.load import config_space
 from autopilot.decide.advisors import llm

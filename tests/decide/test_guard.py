@@ -1,5 +1,5 @@
 import pytest
-from conftest import make_config, make_record, rid
+from ledgers import make_config, make_record, rid
 
 from autopilot.config import resolve_config
 from autopilot.config.load import config_space

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ent_coef_ledger
+from ledgers import ent_coef_ledger
 
 from autopilot.decide.analysis import analyse_and_propose
 

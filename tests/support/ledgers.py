@@ -1,4 +1,5 @@
-"""Shared ledger factories for the loop's tests (also imported by the runner/workspace tests).
+"""Shared ledger factories for the decision tests (also imported by the loop's tests and digest_doc.py):
+`from ledgers import ...` works because tests/support is on pytest's `pythonpath` (pyproject.toml).
 
 `make_record` builds one in-memory RunRecord the way the runner would have ingested it: the full
 config (the seeds' topology by default: env 4×8, vec 28/56, bptt 16 → batch 28,672), a trainer
@@ -10,8 +11,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from autopilot.config import config_from_dict
 from autopilot.decide.records import LoopSummary, RunRecord
@@ -110,7 +109,3 @@ def seeds_ledger() -> list[RunRecord]:
                     trainer=SEEDS_TRAINER, sps=124_600.0),
     ]
 
-
-@pytest.fixture
-def record_factory():
-    return make_record

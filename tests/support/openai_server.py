@@ -8,7 +8,7 @@ Each POST to /v1/chat/completions takes the next scripted behaviour (then `defau
     sleep            seconds to wait before answering (a slow endpoint)
     usage            False: leave `usage` out of the response
 Usage is counted from the request (characters / 4), never a fixed figure. Every request body is kept in
-`server.requests`. Run standalone (`python _openai_server.py SCRIPT.json`) it serves a script file and
+`server.requests`. Run standalone (`python tests/support/openai_server.py SCRIPT.json`) it serves a script file and
 prints its base URL: the README's example uses that.
 """
 

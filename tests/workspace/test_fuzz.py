@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from _runner_fixtures import *  # noqa: F403 (the fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runner_fixtures import *  # noqa: F403 (the fixtures)
 
 from autopilot.config import flatten
 from autopilot.config.load import load_profile
