@@ -377,7 +377,7 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
         update(pol, opt, batch, hp)
 
     def group(key: str) -> str:
-        if key in ("aten::addmm", "aten::mm"):
+        if key in ("aten::addmm", "aten::addmm_", "aten::mm"):
             return "matmuls (addmm, mm)"
         if key in ("aten::tanh", "aten::tanh_", "aten::tanh_backward"):
             return "tanh and its derivative"
@@ -391,7 +391,7 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
                            "aten::addcdiv_", "aten::addcmul_", "aten::lerp_", "aten::sqrt", "aten::clamp_",
                            "aten::zero_")):
             return "optimizer step + grad clip + zero_grad"
-        return "PPO loss elementwise ops, autograd glue"
+        return "PPO loss elementwise ops, autograd glue, the rest"
 
     totals: dict[str, float] = {}
     all_self = 0.0

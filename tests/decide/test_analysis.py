@@ -170,3 +170,17 @@ def test_latest_run_without_config_is_judged_against_the_last_config():
     only[0].config = None
     d = analyse_and_propose(only, sps=SPS)
     assert d.proposal is None and "no config.json recorded for this run" in d.notes_md
+
+
+def test_advisor_seed_differs_between_ledgers_started_with_different_seeds():
+    """Independent workspaces must not draw the same 'random' samples: the seed follows the ledger's first
+    train.seed as well as its length (a re-analysis of one ledger draws the same)."""
+    from autopilot.decide.analysis import advisor_seed
+
+    a = [make_record(rid(0), {"train.seed": 1}), make_record(rid(1), {"train.seed": 1})]
+    b = [make_record(rid(0), {"train.seed": 2}), make_record(rid(1), {"train.seed": 2})]
+    assert advisor_seed(a) != advisor_seed(b)
+    assert advisor_seed(a) == advisor_seed(list(a)) and advisor_seed(a[:1]) != advisor_seed(a)
+    pa = analyse_and_propose(a, advisor="random", seed=advisor_seed(a)).proposal
+    pb = analyse_and_propose(b, advisor="random", seed=advisor_seed(b)).proposal
+    assert pa is not None and pb is not None and pa.changes != pb.changes

@@ -70,6 +70,14 @@ def _fallback(ctx: AdvisorContext, base: RunRecord) -> Proposal:
                     next_steps=["review the rejected proposals' reasons in Checks"])
 
 
+def advisor_seed(history: list[RunRecord]) -> int:
+    """The seed an advisor samples with: the ledger's first train.seed, so that independent workspaces (a
+    user's parallel sessions, a benchmark's seeds) explore independently, and the run count, so that each
+    decision of one ledger draws afresh while a re-analysis of the same ledger draws the same."""
+    first = next((r.config.train.seed for r in history if r.config is not None), 0)
+    return int(first) * 1_000_003 + len(history)
+
+
 def analyse_and_propose(
     history: list[RunRecord],
     *,

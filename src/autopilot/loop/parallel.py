@@ -34,6 +34,7 @@ from typing import Any
 from autopilot.atomic import append_text, atomic_write_bytes, atomic_write_json, atomic_write_text
 from autopilot.backends import get_backend
 from autopilot.config import Config, config_from_dict, ensure_valid
+from autopilot.decide.analysis import advisor_seed
 from autopilot.decide.generation import generation_parent, plan_generation, render_generation_note
 from autopilot.decide.records import RunRecord
 from autopilot.decide.sanity import record_score
@@ -209,7 +210,7 @@ def _member_overrides(loop: Loop, size: int, parent: RunRecord | None, base: Con
     plan = plan_generation(history, parent, advisor=loop.advisor, k=size, sps=_sps(history),
                            remaining_runs=max(0, loop.session.target - len(loop.session_runs())),
                            remaining_seconds=loop.remaining_s(), repro_command=repro_command(loop.ws, parent),
-                           seed=len(history))
+                           seed=advisor_seed(history))
     for name, verdict in plan.rejected:
         loop.warn(f"candidate from {name} refused by the guard: {(verdict.reasons or ['?'])[0][:160]}")
     return [(p.as_override(), f"{p.advisor}: {p.headline}"[:160]) for p in plan.proposals]

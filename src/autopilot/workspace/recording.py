@@ -73,7 +73,7 @@ def analyse_run(ws: Workspace, run_dir: Path, *, advisor: str, say: Say, warn: W
         decision = analysis.analyse_and_propose(
             history, advisor=advisor, space=space, sps=float(sps) if isinstance(sps, (int, float)) else None,
             remaining_runs=remaining_runs, remaining_seconds=remaining_seconds,
-            repro_command=repro_command(ws, rec), best=best, baseline=baseline, seed=len(history),
+            repro_command=repro_command(ws, rec), best=best, baseline=baseline, seed=analysis.advisor_seed(history),
             state_dir=str(state_dir))
     except Exception as exc:  # analysis bugs must not lose the run's records; the note says what happened
         warn(f"analysis failed for run {rec.run_id} ({type(exc).__name__}: {str(exc)[:160]}); "
