@@ -75,7 +75,7 @@ def advisor_seed(history: list[RunRecord]) -> int:
     user's parallel sessions, a benchmark's seeds) explore independently, and the run count, so that each
     decision of one ledger draws afresh while a re-analysis of the same ledger draws the same."""
     first = next((r.config.train.seed for r in history if r.config is not None), 0)
-    return int(first) * 1_000_003 + len(history)
+    return (int(first) * 1_000_003 + len(history)) % 2**31
 
 
 def analyse_and_propose(

@@ -169,7 +169,7 @@ class OptunaAdvisor(Advisor):
         if not smap.dists:
             raise ConfigError("advisor optuna found no tunable key in the search space (rule: it samples only "
                               "whitelisted keys); mark some keys tunable or use advisor constant")
-        seed = ctx.seed * 100_003 + len(ctx.history)
+        seed = (ctx.seed * 100_003 + len(ctx.history)) % 2**32  # numpy-based samplers take < 2**32
         study, where = self._study(ctx, smap, seed)
         notes = self._sync(study, ctx, smap)
         mode, src, why = choose_resume(ctx, prefer_best=True)
