@@ -28,8 +28,10 @@ CARTPOLE_JSON = {
     "autopilot": {"objective": "mean_reward", "eval_episodes": 0, "metrics_window": 2, "max_run_seconds": 120},
 }
 
+# `backend = builtin`: a .ini without it selects the pufferlib backend (PufferLib's own trainer and default.ini).
 CARTPOLE_INI = """
 [base]
+backend = builtin
 package = gymnasium
 env_name = gym:CartPole-v1
 
