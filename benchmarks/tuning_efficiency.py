@@ -219,28 +219,37 @@ def _fmt(v: float | None, digits: int) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _digits(env: str) -> int:
+    return 3 if ENVS.get(env, {}).get("base", {}).get("autopilot", {}).get("objective") == "success_rate" else 1
+
+
+def _cell_texts(cells: dict[str, Any], advisors: list[str], digits: int) -> list[tuple[str, bool]]:
+    """Per advisor: ("mean ± std [min–max] · M agent-steps", whether it is the best mean); "–" if missing."""
+    means = [cells[a]["mean"] for a in advisors if a in cells and cells[a]["mean"] is not None]
+    top = max(means) if means else None
+    out = []
+    for a in advisors:
+        c = cells.get(a)
+        if c is None or c["mean"] is None:
+            out.append(("–", False))
+            continue
+        out.append((f"{_fmt(c['mean'], digits)} ± {_fmt(c['std'], digits)} [{_fmt(c['min'], digits)}–"
+                    f"{_fmt(c['max'], digits)}] · {c['mean_agent_steps'] / 1e6:.2f}", c["mean"] == top))
+    return out
+
+
 def tables(summary: dict[str, Any], advisors: list[str]) -> list[Table]:
     """One table per env: mean final best ± std [min–max] per start × advisor, then the average over starts."""
     out = []
     for env, data in summary.items():
-        digits = 3 if ENVS.get(env, {}).get("base", {}).get("autopilot", {}).get("objective") == "success_rate" else 1
+        digits = _digits(env)
         t = Table(title=escape(f"{env}: final best over seeds, mean ± std [min–max] · agent-steps per session (M)"))
         t.add_column("start")
         for a in advisors:
             t.add_column(a, justify="right")
         for start, cells in data["starts"].items():
-            row = [start]
-            means = {a: cells[a]["mean"] for a in advisors if a in cells and cells[a]["mean"] is not None}
-            top = max(means.values()) if means else None
-            for a in advisors:
-                c = cells.get(a)
-                if c is None or c["mean"] is None:
-                    row.append("–")
-                    continue
-                text = (f"{_fmt(c['mean'], digits)} ± {_fmt(c['std'], digits)} [{_fmt(c['min'], digits)}–"
-                        f"{_fmt(c['max'], digits)}] · {c['mean_agent_steps'] / 1e6:.2f}")
-                row.append(f"[bold]{escape(text)}[/]" if c["mean"] == top else escape(text))
-            t.add_row(*row)
+            t.add_row(start, *[f"[bold]{escape(text)}[/]" if top else escape(text)
+                               for text, top in _cell_texts(cells, advisors, digits)])
         t.add_row("average", *[_fmt(data["average"].get(a), digits) for a in advisors], style="bold")
         out.append(t)
     return out
@@ -266,22 +275,12 @@ def markdown_tables(summary: dict[str, Any], advisors: list[str]) -> str:
     """The tables of `tables` as GitHub markdown (bold = best mean), with the acceptance verdict per start."""
     out = []
     for env, data in summary.items():
-        digits = 3 if ENVS.get(env, {}).get("base", {}).get("autopilot", {}).get("objective") == "success_rate" else 1
+        digits = _digits(env)
         out.append(f"`{env}`: mean final best over seeds ± std [min–max] · agent-steps per session (M)\n")
         out.append("| start | " + " | ".join(advisors) + " | rules vs the rest |")
         out.append("|---" * (len(advisors) + 2) + "|")
         for start, cells in data["starts"].items():
-            means = [cells[a]["mean"] for a in advisors if a in cells and cells[a]["mean"] is not None]
-            top = max(means) if means else None
-            row = []
-            for a in advisors:
-                c = cells.get(a)
-                if c is None or c["mean"] is None:
-                    row.append("–")
-                    continue
-                text = (f"{_fmt(c['mean'], digits)} ± {_fmt(c['std'], digits)} [{_fmt(c['min'], digits)}–"
-                        f"{_fmt(c['max'], digits)}] · {c['mean_agent_steps'] / 1e6:.2f}")
-                row.append(f"**{text}**" if c["mean"] == top else text)
+            row = [f"**{text}**" if top else text for text, top in _cell_texts(cells, advisors, digits)]
             out.append(f"| {start} | " + " | ".join(row) + f" | {verdict(cells)} |")
         out.append("| average | " + " | ".join(_fmt(data["average"].get(a), digits) for a in advisors) + " | |\n")
     return "\n".join(out)
