@@ -39,7 +39,7 @@ bench: $(VENV)/.dev-installed
 # The default advisor vs random / constant / optuna on the same starts and run budget (JOBS=16 on a big box).
 JOBS ?= 2
 bench-tuning: $(VENV)/.dev-installed
-	$(PY) benchmarks/tuning_efficiency.py --jobs $(JOBS) --out tuning_results.json
+	$(PY) benchmarks/tuning_efficiency.py --jobs $(JOBS) --starts decent timid violent entropy value --markdown --out tuning_results.json
 
 # PufferLib 3.0.0 built from its sdist without the build-time downloads (optional; `make test` needs none of it).
 pufferlib: $(VENV)/.dev-installed
