@@ -249,9 +249,8 @@ def _entropy(rec: RunRecord, ent_coef: float | None, t: Thresholds) -> list[Find
     h = _stat(s, "entropy")
     if h is None or s is None:
         return []
-    n_discrete = _stat(s, "act_n")
-    if n_discrete is not None and n_discrete >= 2:
-        frac = h / math.log(n_discrete)
+    n_discrete, frac = _stat(s, "act_n"), _discrete_entropy_frac(s)
+    if frac is not None:
         high, low = frac > t.discrete_high_frac, frac < t.discrete_collapsed_frac
         limit = t.discrete_high_frac if high else t.discrete_collapsed_frac
         rule = f"entropy / ln(n) = {frac:.3g} {'>' if high else '<'} {limit:g}"

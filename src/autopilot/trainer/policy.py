@@ -11,7 +11,7 @@ The trunk and heads run as ONE autograd node (`TanhMLP`) with a hand-written bac
 matmuls and tanh derivative autograd would run, without its per-layer glue (transposes, bias-broadcast
 bookkeeping, the zero-filled gradient buffers of the slices into the heads' output). On a CPU with a
 64-wide MLP that glue is a large share of the update; the gradients are the same (tested against
-autograd). `forward` works unchanged under `inference_mode` (nothing is saved then).
+autograd). Under `inference_mode` (rollouts) `forward` calls the MLP directly: no node, nothing saved.
 
     action, logprob, value = policy.act(obs)                  # sampling, for rollouts
     logprob, entropy, value = policy.evaluate(obs, action)    # for the PPO loss
@@ -127,12 +127,10 @@ class TanhMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, block_rows: int, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = params[0::2], params[1::2]
-        save = not torch.is_inference_mode_enabled()  # rollouts need no activations kept
-        acts = activation_buffers(x, weights) if save else None
+        acts = activation_buffers(x, weights)
         out = mlp_forward(x, weights, biases, block_rows, acts)
         ctx.block_rows = block_rows
-        if save:
-            ctx.save_for_backward(*acts, *weights)
+        ctx.save_for_backward(*acts, *weights)
         return out
 
     @staticmethod
@@ -176,9 +174,23 @@ class ActorCritic(nn.Module):
         self._activation_cache: dict[tuple, list[torch.Tensor]] = {}  # evaluate_for_backward's buffers
 
     # -- distributions, by hand ------------------------------------------------------------------
-    def _gaussian_logprob(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        z = (action - mean) * torch.exp(-self.log_std)
-        return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
+    def _gaussian_logprob(self, mean: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(log-probability, z = (action - mean) / std, 1 / std)."""
+        inv_std = torch.exp(-self.log_std)
+        z = (action - mean) * inv_std
+        return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1), z, inv_std
+
+    def _logprob_entropy(self, head: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """(log-probability of `action`, entropy, the terms `backward_into_grads` differentiates with)."""
+        if self.continuous:
+            logprob, z, inv_std = self._gaussian_logprob(head, action)
+            return logprob, self._gaussian_entropy(head.shape[0]), (z, inv_std)
+        logits = head - head.logsumexp(-1, keepdim=True)
+        action = action.long()
+        logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        probs = logits.exp()
+        entropy = -(probs * logits).sum(-1)
+        return logprob, entropy, (logits, probs, entropy, action)
 
     def _gaussian_entropy(self, batch: int) -> torch.Tensor:
         return (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(batch)
@@ -186,14 +198,16 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy head output: Gaussian mean or logits, value)."""
         if torch.is_inference_mode_enabled():  # rollouts: no graph, so no autograd node's overhead either
-            weights, biases = [m.weight for m in self._linears], [m.bias for m in self._linears]
-            out = mlp_forward(obs, weights, biases, block_rows_for(obs))
+            out = mlp_forward(obs, *self._weights_biases(), block_rows_for(obs))
         else:
             out = TanhMLP.apply(obs, block_rows_for(obs), *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
 
     def _mlp_params(self) -> list[torch.Tensor]:
         return [t for m in self._linears for t in (m.weight, m.bias)]
+
+    def _weights_biases(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return [m.weight for m in self._linears], [m.bias for m in self._linears]
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self(obs)[1]
@@ -203,7 +217,7 @@ class ActorCritic(nn.Module):
         out, value = self(obs)
         if self.continuous:
             action = out + torch.randn_like(out) * torch.exp(self.log_std)
-            logprob = self._gaussian_logprob(out, action)
+            logprob = self._gaussian_logprob(out, action)[0]
         else:
             logits = out - out.logsumexp(-1, keepdim=True)
             action = torch.multinomial(logits.exp(), 1).squeeze(-1)
@@ -213,13 +227,7 @@ class ActorCritic(nn.Module):
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-probability of `action`, entropy, value) under the current parameters, with gradients."""
         out, value = self(obs)
-        if self.continuous:
-            logprob = self._gaussian_logprob(out, action)
-            entropy = self._gaussian_entropy(out.shape[0])
-        else:
-            logits = out - out.logsumexp(-1, keepdim=True)
-            logprob = logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(logits.exp() * logits).sum(-1)
+        logprob, entropy, _ = self._logprob_entropy(out, action)
         return logprob, entropy, value
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
@@ -230,7 +238,7 @@ class ActorCritic(nn.Module):
     def evaluate_for_backward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved)."""
         block_rows = block_rows_for(obs)
-        weights, biases = [m.weight for m in self._linears], [m.bias for m in self._linears]
+        weights, biases = self._weights_biases()
         key = (obs.shape[0], obs.device, obs.dtype)
         if key not in self._activation_cache:  # reused minibatch after minibatch: no fresh pages to fault in
             if len(self._activation_cache) >= 2:  # a minibatch size and its last chunk's, at most
@@ -238,21 +246,8 @@ class ActorCritic(nn.Module):
             self._activation_cache[key] = activation_buffers(obs, weights)
         acts = self._activation_cache[key]
         out = mlp_forward(obs, weights, biases, block_rows, acts)
-        head, value = out[:, : self.act_dim], out[:, self.act_dim]
-        if self.continuous:
-            inv_std = torch.exp(-self.log_std)
-            z = (action - head) * inv_std
-            logprob = (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
-            entropy = self._gaussian_entropy(out.shape[0])
-            dist = (z, inv_std)
-        else:
-            logits = head - head.logsumexp(-1, keepdim=True)
-            action = action.long()
-            logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-            probs = logits.exp()
-            entropy = -(probs * logits).sum(-1)
-            dist = (logits, probs, entropy, action)
-        return logprob, entropy, value, (acts, out, block_rows, dist)
+        logprob, entropy, dist = self._logprob_entropy(out[:, : self.act_dim], action)
+        return logprob, entropy, out[:, self.act_dim], (acts, out, block_rows, dist)
 
     def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
                             d_value: torch.Tensor) -> None:
@@ -278,8 +273,8 @@ class ActorCritic(nn.Module):
             g.scatter_add_(-1, action.unsqueeze(-1), d_logprob.unsqueeze(-1))
             grad_out[:, : self.act_dim] = g
         grad_out[:, self.act_dim] = d_value
-        mlp_backward(acts, [m.weight for m in self._linears], grad_out, block_rows,
-                     [m.weight.grad for m in self._linears], [m.bias.grad for m in self._linears])
+        weights, biases = self._weights_biases()
+        mlp_backward(acts, weights, grad_out, block_rows, [w.grad for w in weights], [b.grad for b in biases])
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds
