@@ -167,9 +167,9 @@ def test_packed_batch_take_equals_plain_indexing(discrete):
 
 
 @pytest.mark.parametrize("discrete", [False, True])
-def test_the_shuffled_epoch_gives_the_minibatches_of_a_per_minibatch_gather(discrete):
-    """One gather per epoch, then contiguous slices: the same minibatches, and so the same update, as
-    gathering each minibatch's rows from the same permutation."""
+def test_the_update_steps_on_each_epochs_shuffled_minibatches(discrete):
+    """One permutation per epoch, minibatches its consecutive slices, each gathered from the packed batch:
+    the same minibatches, and so the same update, as gathering each minibatch's rows from the plain batch."""
     b = _batch(48, discrete)
     hp = TrainConfig(minibatch_size=16, batch_size=48, bptt_horizon=12, update_epochs=2)
     p_new, p_ref = _policy(discrete), _policy(discrete)
@@ -177,10 +177,9 @@ def test_the_shuffled_epoch_gives_the_minibatches_of_a_per_minibatch_gather(disc
     gen, packed, opt = torch.Generator().manual_seed(5), PackedBatch(b), make_optimizer(p_ref, hp)
     for _ in range(hp.update_epochs):
         perm = torch.randperm(48, generator=gen)
-        epoch = packed.shuffled(perm)
         for start in range(0, 48, 16):
             want = b.take(perm[start:start + 16])
-            got = epoch.rows(start, start + 16)
+            got = packed.take(perm[start:start + 16])
             for name in ("obs", "actions", "logprobs", "values", "advantages", "returns"):
                 assert torch.equal(getattr(got, name), getattr(want, name)), name
             minibatch_step(p_ref, opt, want, hp)

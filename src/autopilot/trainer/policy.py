@@ -27,6 +27,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -58,67 +59,80 @@ def block_rows_for(x: torch.Tensor) -> int:
     return max(1, x.shape[0])
 
 
-def activation_buffers(x: torch.Tensor, weights) -> list[torch.Tensor]:
+def activation_buffers(rows: int, weights, like: torch.Tensor) -> list[torch.Tensor]:
     """One buffer per layer for its input (x, then each tanh output), with a trailing column of ones: so a
     layer's bias rides in its matmul, [a | 1] [W | b]^T, and its gradient comes out of the weight-gradient
     matmul, instead of a bias broadcast before every matmul and a column sum after."""
-    bufs = [x.new_empty(x.shape[0], w.shape[1] + 1) for w in weights]
+    bufs = [like.new_empty(rows, w.shape[1] + 1) for w in weights]
     for buf in bufs:
         buf[:, -1] = 1.0
     return bufs
 
 
-def mlp_forward(x: torch.Tensor, weights, biases, block_rows: int,
-                acts: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """out = heads(tanh(... tanh(x W1^T + b1) ...)); with `acts` (from `activation_buffers`), each layer's
-    input is kept there for the backward.
+def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_t: torch.Tensor) -> torch.Tensor:
+    """out^T = heads(tanh(... tanh([x | 1] [W1 | b1]^T) ...))^T, the heads' outputs as rows (out_t, heads × n),
+    given acts[0] = [x | 1]; each hidden layer's output is kept in acts[1:] (`activation_buffers`) for the
+    backward. The heads come out transposed because each output (a mean, a logit, the value) is then one
+    contiguous row for the loss's elementwise arithmetic, and a 3-row matmul runs faster that way round.
 
     The rows go through in blocks of `block_rows`, every layer per block, so a block's activations stay in
     the core's cache between the matmul that writes them and the tanh / next matmul that reads them."""
-    n = x.shape[0]
-    out = x.new_empty(n, weights[-1].shape[0])
+    n = acts[0].shape[0]
     last = len(weights) - 1
-    if acts is None:  # inference: nothing kept
-        for lo in range(0, n, block_rows):
-            a = x[lo:lo + block_rows]
-            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-                a = torch.addmm(b, a, w.t(), out=out[lo:lo + block_rows] if i == last else None)
-                if i < last:
-                    a.tanh_()
-        return out
     wb = [torch.cat([w, b[:, None]], 1) for w, b in zip(weights, biases, strict=True)]  # [W | b]
     for lo in range(0, n, block_rows):
         hi = min(lo + block_rows, n)
-        acts[0][lo:hi, :-1] = x[lo:hi]
-        for i, w in enumerate(wb):
-            if i == last:
-                torch.mm(acts[i][lo:hi], w.t(), out=out[lo:hi])
-                continue
+        for i in range(last):
             block = acts[i + 1][lo:hi]
-            torch.mm(acts[i][lo:hi], w.t(), out=block[:, :-1])
+            torch.mm(acts[i][lo:hi], wb[i].t(), out=block[:, :-1])
             block.tanh_()  # the whole block, contiguous (vectorised); then the ones column back
             block[:, -1] = 1.0
-    return out
+        torch.mm(wb[last], acts[last][lo:hi].t(), out=out_t[:, lo:hi])
+    return out_t
 
 
-def mlp_backward(acts: list[torch.Tensor], weights, grad_out: torch.Tensor, block_rows: int,
+def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, block_rows: int,
                  grad_w: list[torch.Tensor], grad_b: list[torch.Tensor]) -> None:
-    """Add d loss / d (W_i, b_i) into `grad_w`, `grad_b`, given d loss / d out and the `acts` the forward kept.
-
-    Per layer, from the heads down: d[W | b] += g^T [a | 1], then g <- (g W) * (1 - a^2) through the tanh
-    that produced `a`: the matmuls and tanh derivative autograd would run, without its glue."""
-    grad_wb = [w.new_zeros(w.shape[0], w.shape[1] + 1) for w in weights]
-    n = grad_out.shape[0]
+    """Add d loss / d (W_i, b_i) into `grad_w`, `grad_b`, given d loss / d out^T and the `acts` the forward
+    kept: per layer, from the heads down, d[W | b] += g^T [a | 1], then g <- (g W) * (1 - a^2) through the
+    tanh that produced `a`; the matmuls and tanh derivative autograd would run, without its glue. A hidden
+    layer's gradient accumulates transposed, [a | 1]^T g (the faster way round for these shapes), and the
+    running g lives in two reused buffers."""
+    last = len(weights) - 1
+    grad_heads = weights[last].new_zeros(weights[last].shape[0], weights[last].shape[1] + 1)
+    grad_hidden_t = [w.new_zeros(w.shape[1] + 1, w.shape[0]) for w in weights[:last]]  # [dW | db]^T
+    n = grad_out_t.shape[1]
+    g_bufs = [[w.new_empty(min(block_rows, n), w.shape[0]) for w in weights[:last]] for _ in range(2)]
     for lo in range(0, n, block_rows):
         hi = min(lo + block_rows, n)
-        g = grad_out[lo:hi]  # d loss / d (this layer's pre-activation), rows lo:hi
-        for i in reversed(range(len(weights))):
-            grad_wb[i].addmm_(g.t(), acts[i][lo:hi])
-            if i > 0:
-                g = torch.ops.aten.tanh_backward(g.mm(weights[i]), acts[i][lo:hi, :-1])
-    for gw, gb, gwb in zip(grad_w, grad_b, grad_wb, strict=True):
-        gw.add_(gwb[:, :-1])
-        gb.add_(gwb[:, -1])
+        g_t = grad_out_t[:, lo:hi]  # d loss / d (heads' outputs), heads × rows
+        grad_heads.addmm_(g_t, acts[last][lo:hi])
+        g = None
+        for i in reversed(range(last)):  # g: d loss / d (layer i's output), then its pre-activation
+            dst = g_bufs[i % 2][i][: hi - lo]
+            g = torch.mm(g_t.t(), weights[last], out=dst) if g is None else torch.mm(g, weights[i + 1], out=dst)
+            torch.ops.aten.tanh_backward.grad_input(g, acts[i + 1][lo:hi, :-1], grad_input=g)
+            grad_hidden_t[i].addmm_(acts[i][lo:hi].t(), g)
+    for gw, gb, gt in zip(grad_w[:last], grad_b[:last], grad_hidden_t, strict=True):
+        gw.add_(gt[:-1].t())
+        gb.add_(gt[-1])
+    grad_w[last].add_(grad_heads[:, :-1])
+    grad_b[last].add_(grad_heads[:, -1])
+
+
+def mlp_infer(x: torch.Tensor, weights, biases, block_rows: int) -> torch.Tensor:
+    """The network's output (n × heads) for rollouts: nothing kept."""
+    n = x.shape[0]
+    out = x.new_empty(n, weights[-1].shape[0])
+    last = len(weights) - 1
+
+    for lo in range(0, n, block_rows):
+        a = x[lo:lo + block_rows]
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            a = torch.addmm(b, a, w.t(), out=out[lo:lo + block_rows] if i == last else None)
+            if i < last:
+                a.tanh_()
+    return out
 
 
 class TanhMLP(torch.autograd.Function):
@@ -127,11 +141,12 @@ class TanhMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, block_rows: int, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = params[0::2], params[1::2]
-        acts = activation_buffers(x, weights)
-        out = mlp_forward(x, weights, biases, block_rows, acts)
+        acts = activation_buffers(x.shape[0], weights, x)
+        acts[0][:, :-1] = x
+        out_t = mlp_forward(acts, weights, biases, block_rows, x.new_empty(weights[-1].shape[0], x.shape[0]))
         ctx.block_rows = block_rows
         ctx.save_for_backward(*acts, *weights)
-        return out
+        return out_t.t()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -140,7 +155,7 @@ class TanhMLP(torch.autograd.Function):
         acts, weights = saved[:layers], saved[layers:]
         grad_w = [torch.zeros_like(w) for w in weights]
         grad_b = [w.new_zeros(w.shape[0]) for w in weights]
-        mlp_backward(list(acts), weights, grad_out, ctx.block_rows, grad_w, grad_b)
+        mlp_backward(list(acts), weights, grad_out.t().contiguous(), ctx.block_rows, grad_w, grad_b)
         return (None, None, *(t for pair in zip(grad_w, grad_b, strict=True) for t in pair))
 
 
@@ -171,25 +186,27 @@ class ActorCritic(nn.Module):
         # `trunk` and `heads` hold the parameters (and their state_dict names); TanhMLP runs them. A plain
         # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
-        self._activation_cache: dict[tuple, list[torch.Tensor]] = {}  # evaluate_for_backward's buffers
+        self._activation_cache: dict[tuple, tuple] = {}  # evaluate_for_backward's buffers
 
     # -- distributions, by hand ------------------------------------------------------------------
-    def _gaussian_logprob(self, mean: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(log-probability, z = (action - mean) / std, 1 / std)."""
-        inv_std = torch.exp(-self.log_std)
-        z = (action - mean) * inv_std
-        return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1), z, inv_std
+    # Written over the heads' outputs as rows (heads × n) and actions as rows (act_dim × n; a categorical's
+    # ids as one vector): the layout the by-hand update works in. The (n × ...) callers pass `.t()` views.
+    def _gaussian_logprob(self, mean_t: torch.Tensor, action_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(log-probability, z = (action - mean) / std, 1 / std as a column)."""
+        inv_std = torch.exp(-self.log_std)[:, None]
+        z = (action_t - mean_t) * inv_std
+        return z.square().sum(0).mul_(-0.5).sub_(self.log_std.sum() + self.act_dim * _LOG_SQRT_2PI), z, inv_std
 
-    def _logprob_entropy(self, head: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """(log-probability of `action`, entropy, the terms `backward_into_grads` differentiates with)."""
+    def _logprob_entropy(self, head_t: torch.Tensor, action_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """(log-probability of the action, entropy, the terms `backward_into_grads` differentiates with)."""
         if self.continuous:
-            logprob, z, inv_std = self._gaussian_logprob(head, action)
-            return logprob, self._gaussian_entropy(head.shape[0]), (z, inv_std)
-        logits = head - head.logsumexp(-1, keepdim=True)
-        action = action.long()
-        logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            logprob, z, inv_std = self._gaussian_logprob(head_t, action_t)
+            return logprob, self._gaussian_entropy(head_t.shape[1]), (z, inv_std)
+        logits = head_t - head_t.logsumexp(0, keepdim=True)
+        action = action_t.long().reshape(1, -1)
+        logprob = logits.gather(0, action).squeeze(0)
         probs = logits.exp()
-        entropy = -(probs * logits).sum(-1)
+        entropy = -(probs * logits).sum(0)
         return logprob, entropy, (logits, probs, entropy, action)
 
     def _gaussian_entropy(self, batch: int) -> torch.Tensor:
@@ -198,7 +215,7 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy head output: Gaussian mean or logits, value)."""
         if torch.is_inference_mode_enabled():  # rollouts: no graph, so no autograd node's overhead either
-            out = mlp_forward(obs, *self._weights_biases(), block_rows_for(obs))
+            out = mlp_infer(obs, *self._weights_biases(), block_rows_for(obs))
         else:
             out = TanhMLP.apply(obs, block_rows_for(obs), *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
@@ -217,7 +234,7 @@ class ActorCritic(nn.Module):
         out, value = self(obs)
         if self.continuous:
             action = out + torch.randn_like(out) * torch.exp(self.log_std)
-            logprob = self._gaussian_logprob(out, action)[0]
+            logprob = self._gaussian_logprob(out.t(), action.t())[0]
         else:
             logits = out - out.logsumexp(-1, keepdim=True)
             action = torch.multinomial(logits.exp(), 1).squeeze(-1)
@@ -227,7 +244,7 @@ class ActorCritic(nn.Module):
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-probability of `action`, entropy, value) under the current parameters, with gradients."""
         out, value = self(obs)
-        logprob, entropy, _ = self._logprob_entropy(out, action)
+        logprob, entropy, _ = self._logprob_entropy(out.t(), action.t() if self.continuous else action)
         return logprob, entropy, value
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
@@ -235,46 +252,59 @@ class ActorCritic(nn.Module):
         return out if self.continuous else out.argmax(-1)
 
     # -- the PPO update's hand-written backward ---------------------------------------------------
-    def evaluate_for_backward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved)."""
+    def evaluate_for_backward(self, obs: torch.Tensor, action: torch.Tensor,
+                              obs_with_ones: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved).
+        `obs_with_ones`, [obs | 1] where the caller has it (a packed batch), saves copying obs."""
         block_rows = block_rows_for(obs)
         weights, biases = self._weights_biases()
-        key = (obs.shape[0], obs.device, obs.dtype)
+        n = obs.shape[0]
+        key = (n, obs.device, obs.dtype)
         if key not in self._activation_cache:  # reused minibatch after minibatch: no fresh pages to fault in
             if len(self._activation_cache) >= 2:  # a minibatch size and its last chunk's, at most
                 self._activation_cache.clear()
-            self._activation_cache[key] = activation_buffers(obs, weights)
-        acts = self._activation_cache[key]
-        out = mlp_forward(obs, weights, biases, block_rows, acts)
-        logprob, entropy, dist = self._logprob_entropy(out[:, : self.act_dim], action)
-        return logprob, entropy, out[:, self.act_dim], (acts, out, block_rows, dist)
+            self._activation_cache[key] = (activation_buffers(n, weights, obs), obs.new_empty(self.act_dim + 1, n))
+        acts, out_t = list(self._activation_cache[key][0]), self._activation_cache[key][1]
+        if obs_with_ones is not None:
+            acts[0] = obs_with_ones
+        else:
+            acts[0][:, :-1] = obs
+        mlp_forward(acts, weights, biases, block_rows, out_t)
+        logprob, entropy, dist = self._logprob_entropy(out_t[: self.act_dim], action.t() if self.continuous else action)
+        return logprob, entropy, out_t[self.act_dim], (acts, out_t, block_rows, dist)
 
     def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
-                            d_value: torch.Tensor) -> None:
-        """Add d loss / d parameter to every parameter's `.grad`, given d loss / d (each sample's logprob,
-        value) and the loss's weight on each sample's entropy (the same for all).
+                            d_value: torch.Tensor, grads: list[torch.Tensor] | None = None) -> None:
+        """Add d loss / d parameter into `grads` (one tensor per parameter, in `parameters()` order; default
+        each parameter's `.grad`), given d loss / d (each sample's logprob, value) and the loss's weight on
+        each sample's entropy (the same for all).
 
         Gaussian, z = (a - mean) / std:  d logprob / d mean = z / std,  d logprob / d log_std = z^2 - 1,
                                          d entropy / d log_std = 1 (per sample).
         Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
                                          d entropy / d logits = -p (l + entropy)."""
-        acts, out, block_rows, dist = saved
-        for p in self.parameters():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grad_out = torch.empty_like(out)
+        acts, out_t, block_rows, dist = saved
+        params = list(self.parameters())
+        if grads is None:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+        grad_of = {id(p): g for p, g in zip(params, grads, strict=True)}
+        grad_out_t = torch.empty_like(out_t)  # d loss / d (heads' outputs), as rows like out_t
         if self.continuous:
             z, inv_std = dist
-            torch.mul(d_logprob[:, None], z * inv_std, out=grad_out[:, : self.act_dim])
-            self.log_std.grad.add_((d_logprob[:, None] * (z.square() - 1.0)).sum(0)).add_(d_entropy * len(z))
+            torch.mul(z, inv_std, out=grad_out_t[: self.act_dim]).mul_(d_logprob)
+            grad_of[id(self.log_std)].add_(((z.square() - 1.0) * d_logprob).sum(1)).add_(d_entropy * z.shape[1])
         else:
             logits, probs, entropy, action = dist
-            g = probs * (-d_logprob[:, None]) - d_entropy * probs * (logits + entropy[:, None])
-            g.scatter_add_(-1, action.unsqueeze(-1), d_logprob.unsqueeze(-1))
-            grad_out[:, : self.act_dim] = g
-        grad_out[:, self.act_dim] = d_value
+            g = probs * (-d_logprob) - d_entropy * probs * (logits + entropy)
+            g.scatter_add_(0, action, d_logprob.unsqueeze(0))
+            grad_out_t[: self.act_dim] = g
+        grad_out_t[self.act_dim] = d_value
         weights, biases = self._weights_biases()
-        mlp_backward(acts, weights, grad_out, block_rows, [w.grad for w in weights], [b.grad for b in biases])
+        mlp_backward(acts, weights, grad_out_t, block_rows, [grad_of[id(w)] for w in weights],
+                     [grad_of[id(b)] for b in biases])
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds

@@ -5,9 +5,9 @@
 3. The update: `update_epochs` passes over the batch in shuffled minibatches; advantages normalised per
    minibatch; a minibatch larger than `max_minibatch_size` is accumulated in chunks, each chunk's loss
    weighted by its share, so the gradient (and the single optimizer step) equals the one-big-minibatch
-   one; gradients clipped to `max_grad_norm`. Each epoch's shuffle is ONE row gather of the packed
-   batch, so every minibatch is a contiguous slice (a view); the optimizer and the clipping run as
-   fused / multi-tensor kernels (one call over all parameters instead of a Python loop over them).
+   one; gradients clipped to `max_grad_norm`. A minibatch is two gathers from the packed batch into
+   reused buffers, the first of which the policy's first layer reads as it is; the optimizer and the
+   clipping run as fused / multi-tensor kernels (one call over all parameters, not a loop over them).
 4. The learning-rate schedule (`anneal_lr`: linear to zero over the run's epochs).
 
 Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and PufferLib.
@@ -15,7 +15,6 @@ Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and Puf
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +66,7 @@ class Batch:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    obs_with_ones: torch.Tensor | None = None  # [obs | 1], where a packed batch has it (saves the policy a copy)
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -77,43 +77,39 @@ class Batch:
 
 
 class PackedBatch:
-    """A `Batch` packed into two float tensors, so that a shuffle is two gathers instead of six: the rows
-    of observations and actions, (n, obs + act), and the per-sample scalars as rows, (4, n): logprobs,
-    values, advantages, returns. A minibatch is then a slice of each; its scalars are contiguous, which
-    the loss's elementwise arithmetic reads fastest."""
+    """A `Batch` packed into two float tensors, so that a minibatch is two gathers instead of six: the rows
+    of observations with a column of ones, (n, obs + 1), and the per-sample values as rows, (4 + act, n):
+    logprobs, values, advantages, returns, then the actions (one row per action dimension). A minibatch's
+    [obs | 1] is what the policy's first matmul reads (the bias rides in the matmul), and its per-sample
+    values are contiguous rows, which the loss's elementwise arithmetic reads fastest."""
 
     def __init__(self, batch: Batch):
         n = len(batch)
-        self.obs_dim = batch.obs.shape[1]
         self.act_shape, self.act_dtype = batch.actions.shape[1:], batch.actions.dtype
         act = batch.actions.reshape(n, -1).to(torch.float32)  # discrete ids < 2**24 are exact in float32
-        self.act_cols = act.shape[1]
-        self.data = torch.cat([batch.obs, act], dim=1)
-        self.scalars = torch.stack([batch.logprobs, batch.values, batch.advantages, batch.returns])
+        if batch.obs_with_ones is not None:
+            self.data = batch.obs_with_ones
+        else:
+            self.data = torch.cat([batch.obs, batch.obs.new_ones(n, 1)], dim=1)
+        self.scalars = torch.cat([torch.stack([batch.logprobs, batch.values, batch.advantages, batch.returns]),
+                                  act.t()])
+        self._gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return self.data.shape[0]
 
     def take(self, idx: torch.Tensor) -> Batch:
-        return self._columns(self.data.index_select(0, idx), self.scalars.index_select(1, idx))
-
-    def shuffled(self, perm: torch.Tensor, out: PackedBatch | None = None) -> PackedBatch:
-        """A copy with its rows in `perm` order: slicing it gives the minibatches without further gathers.
-        `out` (an earlier shuffle of this batch) is overwritten rather than allocated anew."""
-        if out is None:
-            out = copy.copy(self)
-            out.data, out.scalars = torch.empty_like(self.data), torch.empty_like(self.scalars)
-        torch.index_select(self.data, 0, perm, out=out.data)
-        torch.index_select(self.scalars, 1, perm, out=out.scalars)
-        return out
-
-    def rows(self, start: int, stop: int) -> Batch:
-        return self._columns(self.data[start:stop], self.scalars[:, start:stop])
-
-    def _columns(self, rows: torch.Tensor, scalars: torch.Tensor) -> Batch:
-        o = self.obs_dim
-        actions = rows[:, o:].reshape(-1, *self.act_shape).to(self.act_dtype)
-        return Batch(rows[:, :o], actions, *scalars)
+        """The samples `idx`, gathered into buffers this batch reuses for every minibatch of the same size
+        (no fresh memory per minibatch): the result is valid until the next `take`."""
+        m = idx.shape[0]
+        if m not in self._gathered:
+            self._gathered[m] = (self.data.new_empty(m, self.data.shape[1]),
+                                 self.scalars.new_empty(self.scalars.shape[0], m))
+        rows, scalars = self._gathered[m]
+        torch.index_select(self.data, 0, idx, out=rows)
+        torch.index_select(self.scalars, 1, idx, out=scalars)
+        actions = scalars[4:].t().reshape(-1, *self.act_shape).to(self.act_dtype)
+        return Batch(rows[:, :-1], actions, *scalars[:4], obs_with_ones=rows)
 
 
 STAT_KEYS = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")
@@ -204,11 +200,13 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
     stats = torch.zeros(len(STAT_KEYS), device=mb.obs.device)
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        part = Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl], mb.advantages[sl], mb.returns[sl])
+        part = Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl], mb.advantages[sl], mb.returns[sl],
+                     None if mb.obs_with_ones is None else mb.obs_with_ones[sl])
         weight = (sl.stop - sl.start) / n
         if by_hand:
             with torch.no_grad():
-                new_logprob, entropy, new_value, saved = policy.evaluate_for_backward(part.obs, part.actions)
+                new_logprob, entropy, new_value, saved = policy.evaluate_for_backward(
+                    part.obs, part.actions, obs_with_ones=part.obs_with_ones)
                 terms = LossTerms.of(new_logprob, entropy, new_value, part, advantages[sl], hp)
                 policy.backward_into_grads(saved, *terms.derivatives(hp, weight))
             part_stats = terms.stats
@@ -228,11 +226,10 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: Train
     packed = PackedBatch(batch)
     total = torch.zeros(len(STAT_KEYS), device=batch.obs.device)
     steps = 0
-    epoch = None
     for _ in range(hp.update_epochs):
-        epoch = packed.shuffled(torch.randperm(n, generator=generator).to(batch.obs.device), out=epoch)
+        perm = torch.randperm(n, generator=generator).to(batch.obs.device)
         for start in range(0, n, mb_size):
-            total += minibatch_step(policy, optimizer, epoch.rows(start, start + mb_size), hp)
+            total += minibatch_step(policy, optimizer, packed.take(perm[start:start + mb_size]), hp)
             steps += 1
     means = (total / max(steps, 1)).tolist()
     return dict(zip(STAT_KEYS, means, strict=True))

@@ -68,16 +68,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def torch_threads(num_workers: int) -> int:
-    """Intra-op threads for torch: half the cores (at most 8), and never the cores the env workers need.
+    """Torch's intra-op threads: every core this process may use that the env workers do not (at most 8).
 
-    Small MLPs gain little from more threads, and OpenMP threads that spin while env workers (or other
-    programs) hold the cores slow the update down by several times. `AUTOPILOT_TORCH_THREADS` overrides."""
+    The workers step while the policy waits, and the policy runs while they wait, so the policy's threads
+    need only stay off the workers' cores: a thread that spin-waits between ops on a core a worker needs
+    slows both down several times. A launcher's OMP_NUM_THREADS (Ray sets it to a task's CPUs) caps the
+    count; `AUTOPILOT_TORCH_THREADS` sets it."""
     env = os.environ.get("AUTOPILOT_TORCH_THREADS", "")
     if env.strip().isdigit() and int(env) > 0:
         return int(env)
-    cores = os.cpu_count() or 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.strip().isdigit() and int(omp) > 0:
+        cores = min(cores, int(omp))
     workers = num_workers if num_workers > 1 else 0
-    return max(1, min(8, cores // 2, cores - workers))
+    return max(1, min(8, cores - workers))
 
 
 def use_torch_env(cfg: Config, device: torch.device) -> bool:
