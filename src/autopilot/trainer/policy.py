@@ -91,25 +91,30 @@ def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_
     return out_t
 
 
+def gradient_buffers(block_rows: int, weights, like: torch.Tensor) -> list[torch.Tensor]:
+    """One buffer per hidden layer for the backward's running gradient over a block of rows: allocated once
+    and reused (a fresh multi-megabyte buffer per minibatch costs its page faults every time)."""
+    return [like.new_empty(block_rows, w.shape[0]) for w in weights[:-1]]
+
+
 def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, block_rows: int,
-                 grad_w: list[torch.Tensor], grad_b: list[torch.Tensor]) -> None:
+                 grad_w: list[torch.Tensor], grad_b: list[torch.Tensor], g_bufs: list[torch.Tensor]) -> None:
     """Add d loss / d (W_i, b_i) into `grad_w`, `grad_b`, given d loss / d out^T and the `acts` the forward
     kept: per layer, from the heads down, d[W | b] += g^T [a | 1], then g <- (g W) * (1 - a^2) through the
     tanh that produced `a`; the matmuls and tanh derivative autograd would run, without its glue. A hidden
     layer's gradient accumulates transposed, [a | 1]^T g (the faster way round for these shapes), and the
-    running g lives in two reused buffers."""
+    running g lives in `g_bufs` (`gradient_buffers`)."""
     last = len(weights) - 1
     grad_heads = weights[last].new_zeros(weights[last].shape[0], weights[last].shape[1] + 1)
     grad_hidden_t = [w.new_zeros(w.shape[1] + 1, w.shape[0]) for w in weights[:last]]  # [dW | db]^T
     n = grad_out_t.shape[1]
-    g_bufs = [[w.new_empty(min(block_rows, n), w.shape[0]) for w in weights[:last]] for _ in range(2)]
     for lo in range(0, n, block_rows):
         hi = min(lo + block_rows, n)
         g_t = grad_out_t[:, lo:hi]  # d loss / d (heads' outputs), heads × rows
         grad_heads.addmm_(g_t, acts[last][lo:hi])
         g = None
         for i in reversed(range(last)):  # g: d loss / d (layer i's output), then its pre-activation
-            dst = g_bufs[i % 2][i][: hi - lo]
+            dst = g_bufs[i][: hi - lo]
             g = torch.mm(g_t.t(), weights[last], out=dst) if g is None else torch.mm(g, weights[i + 1], out=dst)
             torch.ops.aten.tanh_backward.grad_input(g, acts[i + 1][lo:hi, :-1], grad_input=g)
             grad_hidden_t[i].addmm_(acts[i][lo:hi].t(), g)
@@ -118,21 +123,6 @@ def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, bl
         gb.add_(gt[-1])
     grad_w[last].add_(grad_heads[:, :-1])
     grad_b[last].add_(grad_heads[:, -1])
-
-
-def mlp_infer(x: torch.Tensor, weights, biases, block_rows: int) -> torch.Tensor:
-    """The network's output (n × heads) for rollouts: nothing kept."""
-    n = x.shape[0]
-    out = x.new_empty(n, weights[-1].shape[0])
-    last = len(weights) - 1
-
-    for lo in range(0, n, block_rows):
-        a = x[lo:lo + block_rows]
-        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-            a = torch.addmm(b, a, w.t(), out=out[lo:lo + block_rows] if i == last else None)
-            if i < last:
-                a.tanh_()
-    return out
 
 
 class TanhMLP(torch.autograd.Function):
@@ -155,7 +145,8 @@ class TanhMLP(torch.autograd.Function):
         acts, weights = saved[:layers], saved[layers:]
         grad_w = [torch.zeros_like(w) for w in weights]
         grad_b = [w.new_zeros(w.shape[0]) for w in weights]
-        mlp_backward(list(acts), weights, grad_out.t().contiguous(), ctx.block_rows, grad_w, grad_b)
+        mlp_backward(list(acts), weights, grad_out.t().contiguous(), ctx.block_rows, grad_w, grad_b,
+                     gradient_buffers(min(ctx.block_rows, grad_out.shape[0]), weights, grad_out))
         return (None, None, *(t for pair in zip(grad_w, grad_b, strict=True) for t in pair))
 
 
@@ -186,7 +177,7 @@ class ActorCritic(nn.Module):
         # `trunk` and `heads` hold the parameters (and their state_dict names); TanhMLP runs them. A plain
         # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
-        self._activation_cache: dict[tuple, tuple] = {}  # evaluate_for_backward's buffers
+        self._activation_cache: dict[str, dict] = {}  # `_activations`
 
     # -- distributions, by hand ------------------------------------------------------------------
     # Written over the heads' outputs as rows (heads × n) and actions as rows (act_dim × n; a categorical's
@@ -215,10 +206,39 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy head output: Gaussian mean or logits, value)."""
         if torch.is_inference_mode_enabled():  # rollouts: no graph, so no autograd node's overhead either
-            out = mlp_infer(obs, *self._weights_biases(), block_rows_for(obs))
+            out = self._heads_t(obs)[0].t()
         else:
             out = TanhMLP.apply(obs, block_rows_for(obs), *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
+
+    def _activations(self, use: str, obs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(activation buffers, the backward's `gradient_buffers`: update only) for `obs.shape[0]` rows, reused
+        call after call (no fresh pages to fault in): one set for the update's minibatches, one for
+        rollouts, each for at most two row counts."""
+        cache = self._activation_cache.setdefault(use, {})
+        key = (obs.shape[0], obs.device, obs.dtype)
+        if key not in cache:
+            if len(cache) >= 2:  # a minibatch size and its last chunk's; the agents and an evaluation's
+                cache.clear()
+            weights = self._weights_biases()[0]
+            grads = gradient_buffers(min(block_rows_for(obs), obs.shape[0]), weights, obs) if use == "update" else []
+            cache[key] = (activation_buffers(obs.shape[0], weights, obs), grads)
+        acts, grads = cache[key]
+        return list(acts), grads
+
+    @torch.no_grad()
+    def _heads_t(self, obs: torch.Tensor, obs_with_ones: torch.Tensor | None = None,
+                 use: str = "rollout") -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """(the heads' outputs as rows, heads × n, in fresh memory; the activations and the backward's
+        gradient buffers, both reused), without autograd. `obs_with_ones`, [obs | 1] where the caller has
+        it, saves copying obs."""
+        acts, grads = self._activations(use, obs)
+        if obs_with_ones is not None:
+            acts[0] = obs_with_ones
+        else:
+            acts[0][:, :-1] = obs
+        out_t = obs.new_empty(self.act_dim + 1, obs.shape[0])
+        return mlp_forward(acts, *self._weights_biases(), block_rows_for(obs), out_t), acts, grads
 
     def _mlp_params(self) -> list[torch.Tensor]:
         return [t for m in self._linears for t in (m.weight, m.bias)]
@@ -229,17 +249,22 @@ class ActorCritic(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self(obs)[1]
 
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample an action; return (action, its log-probability, the state value)."""
-        out, value = self(obs)
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, obs_with_ones: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample an action; return (action, its log-probability, the state value). `obs_with_ones`, [obs | 1]
+        where the caller has it (a rollout buffer), saves copying obs."""
+        out_t = self._heads_t(obs, obs_with_ones)[0]
+        head_t = out_t[: self.act_dim]
         if self.continuous:
-            action = out + torch.randn_like(out) * torch.exp(self.log_std)
-            logprob = self._gaussian_logprob(out.t(), action.t())[0]
+            action_t = head_t + torch.randn_like(head_t) * torch.exp(self.log_std)[:, None]
+            logprob = self._gaussian_logprob(head_t, action_t)[0]
+            action = action_t.t()
         else:
-            logits = out - out.logsumexp(-1, keepdim=True)
-            action = torch.multinomial(logits.exp(), 1).squeeze(-1)
-            logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        return action, logprob, value
+            logits_t = head_t - head_t.logsumexp(0, keepdim=True)
+            action = torch.multinomial(logits_t.t().exp(), 1).squeeze(-1)
+            logprob = logits_t.gather(0, action.unsqueeze(0)).squeeze(0)
+        return action, logprob, out_t[self.act_dim]
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-probability of `action`, entropy, value) under the current parameters, with gradients."""
@@ -256,22 +281,9 @@ class ActorCritic(nn.Module):
                               obs_with_ones: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved).
         `obs_with_ones`, [obs | 1] where the caller has it (a packed batch), saves copying obs."""
-        block_rows = block_rows_for(obs)
-        weights, biases = self._weights_biases()
-        n = obs.shape[0]
-        key = (n, obs.device, obs.dtype)
-        if key not in self._activation_cache:  # reused minibatch after minibatch: no fresh pages to fault in
-            if len(self._activation_cache) >= 2:  # a minibatch size and its last chunk's, at most
-                self._activation_cache.clear()
-            self._activation_cache[key] = (activation_buffers(n, weights, obs), obs.new_empty(self.act_dim + 1, n))
-        acts, out_t = list(self._activation_cache[key][0]), self._activation_cache[key][1]
-        if obs_with_ones is not None:
-            acts[0] = obs_with_ones
-        else:
-            acts[0][:, :-1] = obs
-        mlp_forward(acts, weights, biases, block_rows, out_t)
+        out_t, acts, grads = self._heads_t(obs, obs_with_ones, use="update")
         logprob, entropy, dist = self._logprob_entropy(out_t[: self.act_dim], action.t() if self.continuous else action)
-        return logprob, entropy, out_t[self.act_dim], (acts, out_t, block_rows, dist)
+        return logprob, entropy, out_t[self.act_dim], (acts, grads, out_t, block_rows_for(obs), dist)
 
     def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
                             d_value: torch.Tensor, grads: list[torch.Tensor] | None = None) -> None:
@@ -283,7 +295,7 @@ class ActorCritic(nn.Module):
                                          d entropy / d log_std = 1 (per sample).
         Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
                                          d entropy / d logits = -p (l + entropy)."""
-        acts, out_t, block_rows, dist = saved
+        acts, g_bufs, out_t, block_rows, dist = saved
         params = list(self.parameters())
         if grads is None:
             for p in params:
@@ -304,7 +316,7 @@ class ActorCritic(nn.Module):
         grad_out_t[self.act_dim] = d_value
         weights, biases = self._weights_biases()
         mlp_backward(acts, weights, grad_out_t, block_rows, [grad_of[id(w)] for w in weights],
-                     [grad_of[id(b)] for b in biases])
+                     [grad_of[id(b)] for b in biases], g_bufs)
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds

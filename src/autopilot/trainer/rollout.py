@@ -7,6 +7,7 @@ Also here: the end-of-run deterministic evaluation.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 
@@ -21,7 +22,10 @@ class RolloutBuffer:
     def __init__(self, T: int, N: int, obs_dim: int, act_shape: tuple[int, ...], act_dtype: torch.dtype,
                  device: torch.device):
         self.T, self.N, self.device = T, N, device
-        self.obs = torch.zeros((T, N, obs_dim), device=device)
+        # Observations with a trailing column of ones, [obs | 1]: what the policy's first layer reads (its bias
+        # rides in the matmul), in the rollout and again in the update, without a copy to add the column.
+        self.obs_with_ones = torch.ones((T, N, obs_dim + 1), device=device)
+        self.obs = self.obs_with_ones[..., :-1]
         self.actions = torch.zeros((T, N, *act_shape), dtype=act_dtype, device=device)
         self.logprobs = torch.zeros((T, N), device=device)
         self.rewards = torch.zeros((T, N), device=device)
@@ -47,13 +51,15 @@ def collect(policy, vec, buf: RolloutBuffer, state: RolloutState, should_stop: C
     t_env = t_pol = 0.0
     dev = buf.device
     on_device = getattr(vec, "device_resident", False)  # torch env: tensors in and out, no host copies
+    with_ones = "obs_with_ones" in inspect.signature(policy.act).parameters
     for t in range(buf.T):
         if should_stop is not None and should_stop():
             return False
         t0 = time.perf_counter()
         buf.obs[t] = state.next_obs
         buf.dones[t] = state.next_done
-        action, logprob, value = policy.act(state.next_obs)
+        action, logprob, value = (policy.act(state.next_obs, obs_with_ones=buf.obs_with_ones[t])
+                                  if with_ones else policy.act(state.next_obs))
         buf.actions[t] = action
         buf.logprobs[t] = logprob
         buf.values[t] = value
@@ -83,7 +89,8 @@ def make_batch(policy, buf: RolloutBuffer, state: RolloutState, gamma: float, ga
     adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, next_value, state.next_done, gamma, gae_lambda)
     flat = buf.T * buf.N
     return Batch(buf.obs.reshape(flat, -1), buf.actions.reshape(flat, *buf.actions.shape[2:]),
-                 buf.logprobs.reshape(flat), buf.values.reshape(flat), adv.reshape(flat), ret.reshape(flat))
+                 buf.logprobs.reshape(flat), buf.values.reshape(flat), adv.reshape(flat), ret.reshape(flat),
+                 buf.obs_with_ones.reshape(flat, -1))
 
 
 @torch.inference_mode()
