@@ -6,7 +6,9 @@
     .venv/bin/python benchmarks/trainer_throughput.py --require-ratio 2 --require-update-ratio 2
     .venv/bin/python benchmarks/trainer_throughput.py --profile        # + where each update's time goes
 
-Everything runs in this one process with the same torch thread count and the same PPO work: a batch
+Everything runs in this one process, at each `--threads` count in turn (default: one thread, and the
+count our trainer picks on this machine: every core its env workers leave free), every trainer with the
+same torch thread count and the same PPO work: a batch
 of `--batch` agent-steps, `--update-epochs` passes in minibatches of `--minibatch`, the same network (a
 shared MLP trunk of `--layers` × `--hidden` tanh units feeding linear policy and value heads: our
 `policy.py`, and in SB3 a features extractor shared by actor and critic with empty `net_arch`), the
@@ -60,7 +62,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=5, help="epochs per whole-epoch run (the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved whole-epoch runs of each trainer")
     ap.add_argument("--sb3-envs", type=int, default=16, help="n_envs of SB3's make_vec_env")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: ours)")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="torch thread counts to measure at, the same for every trainer (default: 1 and ours)")
     ap.add_argument("--sb3-gym", action="store_true", help="add the (slow) SB3 DummyVecEnv whole-epoch figure")
     ap.add_argument("--no-sb3", action="store_true", help="measure ours only")
     ap.add_argument("--repeats", type=int, default=7, help="timed rounds of the update-phase comparison")
@@ -408,35 +411,12 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    a = parse_args()
-    from autopilot.trainer.train import torch_threads
-
-    threads = a.threads or torch_threads(1)
+def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
+    """Both figures with `threads` torch threads for every trainer (ours reads AUTOPILOT_TORCH_THREADS)."""
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    agents = a.env_objects * a.arenas * a.drones
-    if a.batch % agents:
-        sys.exit(f"--batch {a.batch} must be a multiple of the agents {agents}")
-    import stable_baselines3
-
-    net = f"shared MLP {a.layers}×{a.hidden} tanh + linear policy/value heads"
-    print("Trainer throughput: autopilot PPO vs Stable-Baselines3 PPO "
-          f"{stable_baselines3.__version__}, drone_delivery, {threads} torch thread(s), this one process")
-    print(f"  same for all: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
-          f"{a.update_epochs} update epochs, {net}")
-    print(f"  ours:         autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones "
-          f"= {agents:,} agents, bptt {a.batch // agents}, stepped in-process")
-    print("  legacy:       the same trainer with the previous update (autograd through nn.Linear, a gather per "
-          "minibatch, Adam's per-parameter loop)")
-    print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
-          f"{agents:,} agents, n_steps {a.batch // agents}")
-    if a.sb3_gym:
-        print(f"  SB3 (gym):    PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs})"
-              f" [DummyVecEnv over the single-agent Gymnasium view], n_steps {a.batch // a.sb3_envs:,}")
-    sys.stdout.flush()
     result: dict = {"threads": threads}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"--- {threads} torch thread(s) for every trainer ---")
 
     # 1. The update phase alone, same batch, interleaved rounds, medians.
     for dev in devices:
@@ -457,9 +437,7 @@ def main() -> int:
         for legacy in (False, True):
             print(profile_update(a, threads, legacy))
     if a.no_epoch:
-        if a.json:
-            print(json.dumps(result))
-        return 0
+        return result
 
     # 2. Whole epochs (rollout + update): `rounds` interleaved runs of each, SPS from the median epoch.
     print(f"whole epochs (rollout + update): {a.rounds} interleaved runs of {a.epochs} epochs each, first epoch "
@@ -499,19 +477,55 @@ def main() -> int:
         result["ratio_native"] = ours / sps["SB3 (native)"]
     if "SB3 (gym)" in sps:
         result["ratio_gym"] = ours / sps["SB3 (gym)"]
+    return result
+
+
+def main() -> int:
+    a = parse_args()
+    from autopilot.trainer.train import torch_threads
+
+    # One torch thread (the like-for-like figure), and the thread count our trainer picks on this machine
+    # (every core the env workers leave free), with SB3 given the same count.
+    thread_counts = a.threads or list(dict.fromkeys([1, torch_threads(1)]))
+    agents = a.env_objects * a.arenas * a.drones
+    if a.batch % agents:
+        sys.exit(f"--batch {a.batch} must be a multiple of the agents {agents}")
+    import stable_baselines3
+
+    net = f"shared MLP {a.layers}×{a.hidden} tanh + linear policy/value heads"
+    print("Trainer throughput: autopilot PPO vs Stable-Baselines3 PPO "
+          f"{stable_baselines3.__version__}, drone_delivery, {os.cpu_count()} cores, torch threads "
+          f"{', '.join(map(str, thread_counts))}, this one process")
+    print(f"  same for all: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
+          f"{a.update_epochs} update epochs, {net}")
+    print(f"  ours:         autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones "
+          f"= {agents:,} agents, bptt {a.batch // agents}, stepped in-process")
+    print("  legacy:       the same trainer with the previous update (autograd through nn.Linear, a gather per "
+          "minibatch, Adam's per-parameter loop)")
+    print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "
+          f"{agents:,} agents, n_steps {a.batch // agents}")
+    if a.sb3_gym:
+        print(f"  SB3 (gym):    PPO('MlpPolicy') on make_vec_env('autopilot/DroneDelivery-v0', n_envs={a.sb3_envs})"
+              f" [DummyVecEnv over the single-agent Gymnasium view], n_steps {a.batch // a.sb3_envs:,}")
+    sys.stdout.flush()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results = [measure_at(a, threads, devices) for threads in thread_counts]
     if a.json:
-        print(json.dumps(result))
+        print(json.dumps(results))
     ok = True
-    if a.require_ratio is not None and result.get("ratio_native", math.inf) < a.require_ratio:
-        print(f"FAIL: ours / SB3 native {result['ratio_native']:.2f} < {a.require_ratio}")
-        ok = False
-    update_ratio = result.get("update_ratio_sb3_cpu")
-    if a.require_update_ratio is not None and update_ratio is not None and update_ratio < a.require_update_ratio:
-        print(f"FAIL: update phase SB3 / ours {update_ratio:.2f} < {a.require_update_ratio}")
-        ok = False
-    if a.require_sps is not None and ours < a.require_sps:
-        print(f"FAIL: {ours:,.0f} SPS < {a.require_sps:,.0f}")
-        ok = False
+    for result in results:
+        at = f"at {result['threads']} thread(s)"
+        if a.require_ratio is not None and result.get("ratio_native", math.inf) < a.require_ratio:
+            print(f"FAIL {at}: ours / SB3 native {result['ratio_native']:.2f} < {a.require_ratio}")
+            ok = False
+        update_ratio = result.get("update_ratio_sb3_cpu")
+        if a.require_update_ratio is not None and update_ratio is not None and update_ratio < a.require_update_ratio:
+            print(f"FAIL {at}: update phase SB3 / ours {update_ratio:.2f} < {a.require_update_ratio}")
+            ok = False
+        ours = result.get("epoch_sps", {}).get("ours (cpu)")
+        if a.require_sps is not None and ours is not None and ours < a.require_sps:
+            print(f"FAIL {at}: {ours:,.0f} SPS < {a.require_sps:,.0f}")
+            ok = False
     return 0 if ok else 1
 
 

@@ -17,13 +17,16 @@ def test_benchmark_reports_update_phase_and_whole_epochs_for_ours_legacy_and_sb3
     out = subprocess.run(
         [sys.executable, str(BENCH), "--arenas", "16", "--drones", "4", "--env-objects", "2", "--batch", "1024",
          "--minibatch", "256", "--update-epochs", "2", "--repeats", "2", "--warmup", "1", "--epochs", "2",
-         "--rounds", "1", "--threads", "1", "--json"],
+         "--rounds", "1", "--threads", "1", "2", "--json"],
         capture_output=True, text=True, timeout=300, check=True,
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["threads"] for r in results] == [1, 2]  # each thread count measured, every trainer at it
+    result = results[0]
     assert set(result["update_s_cpu"]) == {"ours", "legacy", "sb3"}
     assert all(v > 0 for v in result["update_s_cpu"].values())
     assert result["update_ratio_sb3_cpu"] == result["update_s_cpu"]["sb3"] / result["update_s_cpu"]["ours"]
     assert set(result["epoch_sps"]) == {"ours (cpu)", "legacy (cpu)", "SB3 (native)"}
     assert result["ratio_native"] == result["epoch_sps"]["ours (cpu)"] / result["epoch_sps"]["SB3 (native)"]
     assert "update phase on cpu" in out.stdout and "whole epochs" in out.stdout
+    assert "--- 2 torch thread(s) for every trainer ---" in out.stdout

@@ -79,15 +79,16 @@ def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_
     the core's cache between the matmul that writes them and the tanh / next matmul that reads them."""
     n = acts[0].shape[0]
     last = len(weights) - 1
-    wb = [torch.cat([w, b[:, None]], 1) for w, b in zip(weights, biases, strict=True)]  # [W | b]
+    wb_t = [torch.cat([w, b[:, None]], 1).t() for w, b in zip(weights, biases, strict=True)]  # [W | b]^T
     for lo in range(0, n, block_rows):
-        hi = min(lo + block_rows, n)
+        a = acts[0][lo:lo + block_rows]
         for i in range(last):
-            block = acts[i + 1][lo:hi]
-            torch.mm(acts[i][lo:hi], wb[i].t(), out=block[:, :-1])
+            block = acts[i + 1][lo:lo + block_rows]
+            torch.mm(a, wb_t[i], out=block[:, :-1])
             block.tanh_()  # the whole block, contiguous (vectorised); then the ones column back
             block[:, -1] = 1.0
-        torch.mm(wb[last], acts[last][lo:hi].t(), out=out_t[:, lo:hi])
+            a = block
+        torch.mm(wb_t[last].t(), a.t(), out=out_t[:, lo:lo + block_rows])
     return out_t
 
 
@@ -109,15 +110,16 @@ def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, bl
     grad_hidden_t = [w.new_zeros(w.shape[1] + 1, w.shape[0]) for w in weights[:last]]  # [dW | db]^T
     n = grad_out_t.shape[1]
     for lo in range(0, n, block_rows):
-        hi = min(lo + block_rows, n)
-        g_t = grad_out_t[:, lo:hi]  # d loss / d (heads' outputs), heads × rows
-        grad_heads.addmm_(g_t, acts[last][lo:hi])
-        g = None
+        rows = min(block_rows, n - lo)
+        a = [x[lo:lo + rows] for x in acts]  # each layer's input, this block
+        g_t = grad_out_t[:, lo:lo + rows]  # d loss / d (heads' outputs), heads × rows
+        grad_heads.addmm_(g_t, a[last])
+        g, w_above = g_t.t(), weights[last]
         for i in reversed(range(last)):  # g: d loss / d (layer i's output), then its pre-activation
-            dst = g_bufs[i][: hi - lo]
-            g = torch.mm(g_t.t(), weights[last], out=dst) if g is None else torch.mm(g, weights[i + 1], out=dst)
-            torch.ops.aten.tanh_backward.grad_input(g, acts[i + 1][lo:hi, :-1], grad_input=g)
-            grad_hidden_t[i].addmm_(acts[i][lo:hi].t(), g)
+            g = torch.mm(g, w_above, out=g_bufs[i] if rows == block_rows else g_bufs[i][:rows])
+            torch.ops.aten.tanh_backward.grad_input(g, a[i + 1][:, :-1], grad_input=g)
+            grad_hidden_t[i].addmm_(a[i].t(), g)
+            w_above = weights[i]
     for gw, gb, gt in zip(grad_w[:last], grad_b[:last], grad_hidden_t, strict=True):
         gw.add_(gt[:-1].t())
         gb.add_(gt[-1])
