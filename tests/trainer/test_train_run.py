@@ -212,3 +212,18 @@ def test_resume_into_a_crashed_runs_folder_drops_its_rows_past_the_checkpoint(tm
     resumed = train(toy_config(checkpoint_interval=2), run, resume=str(first_ckpt), dashboard=False)
     assert resumed.status == "completed"
     assert [r["epoch"] for r in read_rows(run)] == [1, 2, 3, 4]
+
+
+def test_torch_threads_take_the_cores_env_workers_leave_free(monkeypatch):
+    from autopilot.trainer.train import torch_threads
+
+    monkeypatch.delenv("AUTOPILOT_TORCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    assert torch_threads(1) == 8  # every core, at most 8: a 64-wide MLP gains nothing from more
+    assert torch_threads(6) == 6  # six cores for six env worker processes
+    assert torch_threads(12) == 1  # never none
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # a launcher's budget (Ray sets it per task) caps the count
+    assert torch_threads(1) == 3
+    monkeypatch.setenv("AUTOPILOT_TORCH_THREADS", "5")  # and the user's setting wins
+    assert torch_threads(1) == 5

@@ -7,11 +7,13 @@ CleanRL (orthogonal, gain sqrt(2); 0.01 on the policy head, 1.0 on the value hea
 The Gaussian has a state-independent log-std. Log-probabilities and entropies are written out by hand
 (no `torch.distributions` objects on the hot path: they validate and allocate on every call).
 
-The trunk and heads run as ONE autograd node (`TanhMLP`) with a hand-written backward: the same
-matmuls and tanh derivative autograd would run, without its per-layer glue (transposes, bias-broadcast
-bookkeeping, the zero-filled gradient buffers of the slices into the heads' output). On a CPU with a
-64-wide MLP that glue is a large share of the update; the gradients are the same (tested against
-autograd). Under `inference_mode` (rollouts) `forward` calls the MLP directly: no node, nothing saved.
+The network is written out by hand, as matmuls over blocks of rows (`mlp_forward`, `mlp_backward`): each
+layer's bias rides in its matmul (inputs carry a column of ones), the heads come out as rows (heads × n:
+each output one contiguous vector for the loss), activation and gradient buffers are reused call after
+call. The PPO update differentiates it by hand (`evaluate_for_backward`, `backward_into_grads`); with
+autograd on, `forward` runs it as ONE autograd node (`TanhMLP`) with the same backward; under
+`inference_mode` (rollouts) it runs without a node. The gradients are autograd's (tested); what is gone is
+autograd's per-layer glue, which on a CPU with a 64-wide MLP is a large share of the update.
 
     action, logprob, value = policy.act(obs)                  # sampling, for rollouts
     logprob, entropy, value = policy.evaluate(obs, action)    # for the PPO loss
@@ -26,7 +28,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
