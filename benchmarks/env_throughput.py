@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/env_throughput.py                 # 4,096 agents (512 arenas × 8 drones)
     .venv/bin/python benchmarks/env_throughput.py --require 2e6   # exit 1 if drone_delivery is slower
+    .venv/bin/python benchmarks/env_throughput.py --torch         # + its torch implementation, on the CPU
 
 Everything runs on one core: numpy/torch thread pools are pinned to one thread (the variables are set
 before numpy is imported) and, where the OS allows it, the process is bound to a single CPU. The
@@ -64,6 +65,25 @@ def bench_drone(num_envs: int, num_drones: int, seconds: float, seed: int = 0) -
     return steps * env.num_agents / elapsed
 
 
+def bench_drone_torch(num_envs: int, num_drones: int, seconds: float, respawn_rng: str, seed: int = 0) -> float:
+    """The device-resident implementation stepped on the CPU: `respawn_rng` "host" draws respawns with the
+    numpy env's sampler (the same trajectories as numpy's), "device" draws them with torch (the CUDA mode)."""
+    import torch
+
+    from autopilot.envs.drone_delivery import DroneDeliveryParams
+    from autopilot.envs.drone_delivery_torch import DroneDeliveryTorchEnv
+
+    env = DroneDeliveryTorchEnv(DroneDeliveryParams(num_envs=num_envs, num_drones=num_drones), seed,
+                                device="cpu", respawn_rng=respawn_rng)
+    env.reset(seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    actions = [torch.rand(env.num_agents, 2, generator=gen) * 2 - 1 for _ in range(64)]
+    with torch.inference_mode():
+        _time_steps(env.step, actions, min(0.5, seconds))
+        steps, elapsed = _time_steps(env.step, actions, seconds)
+    return steps * env.num_agents / elapsed
+
+
 def bench_cartpole(num_envs: int, seconds: float, seed: int = 0) -> float:
     import gymnasium as gym
 
@@ -88,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 if drone_delivery agent-steps/s is below this")
     parser.add_argument("--cpu", type=int, default=None,
                         help="the CPU to pin to (default: the lowest this process may use)")
+    parser.add_argument("--torch", action="store_true",
+                        help="also step drone_delivery's torch implementation on the CPU (both respawn samplers)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
 
@@ -104,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": 1,
         "pinned": pinned,
     }
+    if args.torch:
+        result["drone_delivery_torch_cpu"] = {
+            rng: round(bench_drone_torch(args.num_envs, args.num_drones, args.seconds, rng)) for rng in ("host", "device")}
     if args.json:
         print(json.dumps(result))
     else:
@@ -113,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CartPole-v1     {cart_envs:>6} envs (gymnasium SyncVectorEnv):        "
               f"{cart_sps:>12,.0f} agent-steps/s")
         print(f"ratio           {drone_sps / cart_sps:.1f}×")
+        for rng, sps in result.get("drone_delivery_torch_cpu", {}).items():
+            print(f"drone_delivery in torch on the CPU, {rng} respawn sampler: {sps:>12,.0f} agent-steps/s")
     if args.require is not None and drone_sps < args.require:
         print(f"FAIL: drone_delivery {drone_sps:,.0f} agent-steps/s < required {args.require:,.0f}",
               file=sys.stderr)

@@ -26,6 +26,16 @@ def test_benchmark_reports_drone_and_cartpole_throughput_and_ratio():
     assert drone > cart  # one numpy object beats a Python loop over envs even at 512 agents
 
 
+def test_benchmark_measures_the_torch_implementation_on_the_cpu_with_both_respawn_samplers():
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--num-envs", "16", "--num-drones", "4", "--cartpole-envs", "8",
+         "--seconds", "0.1", "--torch", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    torch_cpu = json.loads(out.stdout)["drone_delivery_torch_cpu"]
+    assert set(torch_cpu) == {"host", "device"} and all(v > 0 for v in torch_cpu.values())
+
+
 def test_benchmark_require_flag_fails_below_the_bar():
     out = subprocess.run(
         [sys.executable, str(BENCH), "--num-envs", "8", "--num-drones", "2", "--cartpole-envs", "4",
