@@ -289,28 +289,23 @@ class ActorCritic(nn.Module):
         return logprob, entropy, out_t[self.act_dim], (acts, grads, out_t, block_rows_for(obs), dist)
 
     def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
-                            d_value: torch.Tensor, grads: list[torch.Tensor] | None = None) -> None:
-        """Add d loss / d parameter into `grads` (one tensor per parameter, in `parameters()` order; default
-        each parameter's `.grad`), given d loss / d (each sample's logprob, value) and the loss's weight on
-        each sample's entropy (the same for all).
+                            d_value: torch.Tensor) -> None:
+        """Add d loss / d parameter to every parameter's `.grad`, given d loss / d (each sample's logprob,
+        value) and the loss's weight on each sample's entropy (the same for all).
 
         Gaussian, z = (a - mean) / std:  d logprob / d mean = z / std,  d logprob / d log_std = z^2 - 1,
                                          d entropy / d log_std = 1 (per sample).
         Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
                                          d entropy / d logits = -p (l + entropy)."""
         acts, g_bufs, out_t, block_rows, dist = saved
-        params = list(self.parameters())
-        if grads is None:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            grads = [p.grad for p in params]
-        grad_of = {id(p): g for p, g in zip(params, grads, strict=True)}
+        for p in self.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         grad_out_t = torch.empty_like(out_t)  # d loss / d (heads' outputs), as rows like out_t
         if self.continuous:
             z, inv_std = dist
             torch.mul(z, inv_std, out=grad_out_t[: self.act_dim]).mul_(d_logprob)
-            grad_of[id(self.log_std)].add_(((z.square() - 1.0) * d_logprob).sum(1)).add_(d_entropy * z.shape[1])
+            self.log_std.grad.add_(((z.square() - 1.0) * d_logprob).sum(1)).add_(d_entropy * z.shape[1])
         else:
             logits, probs, entropy, action = dist
             g = probs * (-d_logprob) - d_entropy * probs * (logits + entropy)
@@ -318,8 +313,8 @@ class ActorCritic(nn.Module):
             grad_out_t[: self.act_dim] = g
         grad_out_t[self.act_dim] = d_value
         weights, biases = self._weights_biases()
-        mlp_backward(acts, weights, grad_out_t, block_rows, [grad_of[id(w)] for w in weights],
-                     [grad_of[id(b)] for b in biases], g_bufs)
+        mlp_backward(acts, weights, grad_out_t, block_rows, [w.grad for w in weights], [b.grad for b in biases],
+                     g_bufs)
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds
