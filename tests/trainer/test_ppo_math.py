@@ -15,6 +15,7 @@ from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import (
     STAT_KEYS,
     Batch,
+    SHUFFLE_TILE_ROWS,
     PackedBatch,
     compute_gae,
     explained_variance,
@@ -167,24 +168,83 @@ def test_packed_batch_take_equals_plain_indexing(discrete):
 
 
 @pytest.mark.parametrize("discrete", [False, True])
-def test_the_update_steps_on_each_epochs_shuffled_minibatches(discrete):
-    """One permutation per epoch, minibatches its consecutive slices, each gathered from the packed batch:
-    the same minibatches, and so the same update, as gathering each minibatch's rows from the plain batch."""
+def test_packed_batch_take_tiles_equals_taking_their_rows(discrete):
+    b = _batch(24, discrete)
+    packed = PackedBatch(b)
+    got, want = packed.take_tiles(torch.tensor([5, 0, 2]), 4), b.take(torch.tensor([20, 21, 22, 23, 0, 1, 2, 3,
+                                                                                   8, 9, 10, 11]))
+    for name in ("obs", "actions", "logprobs", "values", "advantages", "returns"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+def test_a_packed_batch_in_an_order_holds_the_samples_in_that_order():
+    b = _batch(10)
+    order = torch.randperm(10)
+    packed = PackedBatch(b, order=order)
+    got, want = packed.take(torch.arange(10)), b.take(order)
+    for name in ("obs", "actions", "logprobs", "values", "advantages", "returns"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+def _sampled_minibatches(n: int, mb: int, tile: int, epochs: int, seed: int) -> list[list[torch.Tensor]]:
+    """The sample indices of each epoch's minibatches, written out: the batch shuffled once, cut into tiles
+    of `tile` consecutive rows, the tiles dealt out in a fresh random order each epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    epochs_out = []
+    for _ in range(epochs):
+        tiles = torch.randperm(n // tile, generator=gen)
+        rows = order.view(-1, tile)[tiles].reshape(-1)
+        epochs_out.append([rows[s:s + mb] for s in range(0, n, mb)])
+    return epochs_out
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_update_steps_on_minibatches_of_tiles_of_a_once_shuffled_batch(discrete):
+    """The batch shuffled once, its tiles dealt out afresh each epoch (`_sampled_minibatches`): the same
+    minibatches, and so the same update, as gathering each minibatch's rows from the plain batch."""
     b = _batch(48, discrete)
     hp = TrainConfig(minibatch_size=16, batch_size=48, bptt_horizon=12, update_epochs=2)
     p_new, p_ref = _policy(discrete), _policy(discrete)
     stats = ppo_update(p_new, make_optimizer(p_new, hp), b, hp, torch.Generator().manual_seed(5))
-    gen, packed, opt = torch.Generator().manual_seed(5), PackedBatch(b), make_optimizer(p_ref, hp)
-    for _ in range(hp.update_epochs):
-        perm = torch.randperm(48, generator=gen)
-        for start in range(0, 48, 16):
-            want = b.take(perm[start:start + 16])
-            got = packed.take(perm[start:start + 16])
-            for name in ("obs", "actions", "logprobs", "values", "advantages", "returns"):
-                assert torch.equal(getattr(got, name), getattr(want, name)), name
-            minibatch_step(p_ref, opt, want, hp)
+    opt = make_optimizer(p_ref, hp)
+    for minibatches in _sampled_minibatches(48, 16, math.gcd(SHUFFLE_TILE_ROWS, 48, 16), 2, seed=5):
+        for idx in minibatches:
+            minibatch_step(p_ref, opt, b.take(idx), hp)
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p_new.parameters(), p_ref.parameters(), strict=True))
     assert set(stats) == set(STAT_KEYS)
+
+
+def test_each_epoch_is_a_partition_into_uniform_minibatches_regrouped_every_epoch():
+    """Every epoch uses each sample once; minibatch-mates change from epoch to epoch beyond a tile."""
+    n, mb, tile = 4096, 1024, 64
+    epochs = _sampled_minibatches(n, mb, tile, 3, seed=0)
+    for minibatches in epochs:
+        assert torch.equal(torch.cat(minibatches).sort().values, torch.arange(n))
+    group = torch.empty(n, dtype=torch.long)
+    for e, minibatches in enumerate(epochs):
+        for j, idx in enumerate(minibatches):
+            group[idx] = j
+        if e == 0:
+            first = group.clone()
+    # Two samples share a minibatch in epoch 0 and again in the last epoch about (tile - 1) / (mb - 1) + 1/4 of
+    # the time (tile-mates always, the rest by chance); a fixed grouping would give 1.
+    same_first = first[:, None] == first[None, :]
+    again = (group[:, None] == group[None, :])[same_first].float().mean().item()
+    assert 0.2 < again < 0.35
+
+
+def test_sizes_that_share_no_tile_fall_back_to_a_per_sample_shuffle():
+    b = _batch(45)
+    hp = TrainConfig(minibatch_size=15, batch_size=45, bptt_horizon=9, update_epochs=1)
+    p_new, p_ref = _policy(), _policy()
+    assert math.gcd(SHUFFLE_TILE_ROWS, 45, 15) == 1
+    ppo_update(p_new, make_optimizer(p_new, hp), b, hp, torch.Generator().manual_seed(3))
+    gen, opt = torch.Generator().manual_seed(3), make_optimizer(p_ref, hp)
+    perm = torch.randperm(45, generator=gen)
+    for start in range(0, 45, 15):
+        minibatch_step(p_ref, opt, b.take(perm[start:start + 15]), hp)
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p_new.parameters(), p_ref.parameters(), strict=True))
 
 
 def test_the_optimizer_runs_fused():
