@@ -181,21 +181,25 @@ class ActorCritic(nn.Module):
         # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
         self._activation_cache: dict[str, dict] = {}  # `_activations`
+        # `parameters()` walks the module tree on every call; the update asks once per minibatch. (`.to()` and
+        # `load_state_dict` change the parameters in place, so the list stays theirs.)
+        self._parameters_list = list(self.parameters())
 
     # -- distributions, by hand ------------------------------------------------------------------
     # Written over the heads' outputs as rows (heads × n) and actions as rows (act_dim × n; a categorical's
     # ids as one vector): the layout the by-hand update works in. The (n × ...) callers pass `.t()` views.
     def _gaussian_logprob(self, mean_t: torch.Tensor, action_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(log-probability, z = (action - mean) / std, 1 / std as a column)."""
+        """(log-probability, z = (action - mean) / std, z^2, 1 / std as a column)."""
         inv_std = torch.exp(-self.log_std)[:, None]
         z = (action_t - mean_t) * inv_std
-        return z.square().sum(0).mul_(-0.5).sub_(self.log_std.sum() + self.act_dim * _LOG_SQRT_2PI), z, inv_std
+        z_sq = z.square()
+        return z_sq.sum(0).mul_(-0.5).sub_(self.log_std.sum() + self.act_dim * _LOG_SQRT_2PI), z, z_sq, inv_std
 
     def _logprob_entropy(self, head_t: torch.Tensor, action_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
         """(log-probability of the action, entropy, the terms `backward_into_grads` differentiates with)."""
         if self.continuous:
-            logprob, z, inv_std = self._gaussian_logprob(head_t, action_t)
-            return logprob, self._gaussian_entropy(head_t.shape[1]), (z, inv_std)
+            logprob, z, z_sq, inv_std = self._gaussian_logprob(head_t, action_t)
+            return logprob, self._gaussian_entropy(head_t.shape[1]), (z, z_sq, inv_std)
         logits = head_t - head_t.logsumexp(0, keepdim=True)
         action = action_t.long().reshape(1, -1)
         logprob = logits.gather(0, action).squeeze(0)
@@ -298,14 +302,14 @@ class ActorCritic(nn.Module):
         Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
                                          d entropy / d logits = -p (l + entropy)."""
         acts, g_bufs, out_t, block_rows, dist = saved
-        for p in self.parameters():
+        for p in self._parameters_list:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         grad_out_t = torch.empty_like(out_t)  # d loss / d (heads' outputs), as rows like out_t
         if self.continuous:
-            z, inv_std = dist
+            z, z_sq, inv_std = dist
             torch.mul(z, inv_std, out=grad_out_t[: self.act_dim]).mul_(d_logprob)
-            self.log_std.grad.add_(((z.square() - 1.0) * d_logprob).sum(1)).add_(d_entropy * z.shape[1])
+            self.log_std.grad.add_((z_sq - 1.0).mul_(d_logprob).sum(1)).add_(d_entropy * z.shape[1])
         else:
             logits, probs, entropy, action = dist
             g = probs * (-d_logprob) - d_entropy * probs * (logits + entropy)

@@ -156,9 +156,10 @@ class LossTerms:
     stats: torch.Tensor
     surrogate: torch.Tensor
     clipped_surrogate: torch.Tensor
-    ratio_in_clip: torch.Tensor
     value_error: torch.Tensor
     clipped_value_error: torch.Tensor
+    squared_error: torch.Tensor
+    clipped_squared_error: torch.Tensor
     value_in_clip: torch.Tensor
 
     @classmethod
@@ -168,40 +169,44 @@ class LossTerms:
         ratio = logratio.exp()
 
         # Clipped surrogate objective (we minimise its negative).
-        surrogate = -advantages * ratio
-        clipped_surrogate = -advantages * ratio.clamp(1.0 - hp.clip_coef, 1.0 + hp.clip_coef)
+        neg_advantages = -advantages
+        surrogate = neg_advantages * ratio
+        clipped_surrogate = neg_advantages * ratio.clamp(1.0 - hp.clip_coef, 1.0 + hp.clip_coef)
         pg_loss = torch.max(surrogate, clipped_surrogate).mean()
 
         # Value loss, clipped around the rollout's value estimate.
         value_step = new_value - mb.values
         v_clipped = mb.values + value_step.clamp(-hp.vf_clip_coef, hp.vf_clip_coef)
         value_error, clipped_value_error = new_value - mb.returns, v_clipped - mb.returns
-        v_loss = 0.5 * torch.max(value_error.square(), clipped_value_error.square()).mean()
+        squared_error, clipped_squared_error = value_error.square(), clipped_value_error.square()
+        v_loss = 0.5 * torch.max(squared_error, clipped_squared_error).mean()
 
         entropy = entropy.mean()
         loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
 
         with torch.no_grad():
-            old_approx_kl = (-logratio).mean()
-            approx_kl = ((ratio - 1.0) - logratio).mean()
-            ratio_in_clip = (ratio - 1.0).abs() <= hp.clip_coef
-            clipfrac = (~ratio_in_clip).float().mean()
+            old_approx_kl = -logratio.mean()
+            ratio_step = ratio - 1.0
+            approx_kl = (ratio_step - logratio).mean()
+            clipfrac = (ratio_step.abs() > hp.clip_coef).float().mean()
             stats = torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac]).detach()
             value_in_clip = value_step.abs() <= hp.vf_clip_coef
-        return cls(loss, stats, surrogate, clipped_surrogate, ratio_in_clip, value_error, clipped_value_error,
-                   value_in_clip)
+        return cls(loss, stats, surrogate, clipped_surrogate, value_error, clipped_value_error, squared_error,
+                   clipped_squared_error, value_in_clip)
 
     def derivatives(self, hp: TrainConfig, weight: float) -> tuple[torch.Tensor, float, torch.Tensor]:
         """d (weight * loss) / d (each sample's new log-probability, entropy, new value): what autograd
         would send back, written out. Each max() passes the gradient to the branch it picked; a clamp
         passes it only inside its range (outside, the clipped branch is flat):
             d surrogate / d logprob = -A * ratio = surrogate        (d ratio / d logprob = ratio)
-            d (0.5 * error^2) / d value = error"""
+            d (0.5 * error^2) / d value = error
+        The surrogate's clipped branch never passes any: inside the clip range the clamp returns the ratio
+        itself, so the two branches are equal and max() has picked the unclipped one. The value's clipped
+        branch can: `values + (new_value - values)` need not round back to new_value."""
         n = self.surrogate.shape[0]
         zero = self.surrogate.new_zeros(())
-        d_pg = torch.where(self.surrogate >= self.clipped_surrogate, self.surrogate,
-                           torch.where(self.ratio_in_clip, self.clipped_surrogate, zero))
-        d_v = torch.where(self.value_error.square() >= self.clipped_value_error.square(), self.value_error,
+        d_pg = torch.where(self.surrogate >= self.clipped_surrogate, self.surrogate, zero)
+        d_v = torch.where(self.squared_error >= self.clipped_squared_error, self.value_error,
                           torch.where(self.value_in_clip, self.clipped_value_error, zero))
         return d_pg * (weight / n), -hp.ent_coef * weight / n, d_v * (hp.vf_coef * weight / n)
 
@@ -221,11 +226,12 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
     chunk = min(n, max(1, int(hp.max_minibatch_size)))
     by_hand = hasattr(policy, "evaluate_for_backward")
     optimizer.zero_grad(set_to_none=not by_hand)
-    stats = torch.zeros(len(STAT_KEYS), device=mb.obs.device)
+    stats = None
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        part = Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl], mb.advantages[sl], mb.returns[sl],
-                     None if mb.obs_with_ones is None else mb.obs_with_ones[sl])
+        part = mb if chunk == n else Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl],
+                                           mb.advantages[sl], mb.returns[sl],
+                                           None if mb.obs_with_ones is None else mb.obs_with_ones[sl])
         weight = (sl.stop - sl.start) / n
         if by_hand:
             with torch.no_grad():
@@ -237,8 +243,9 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
         else:
             loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
             (loss * weight).backward()
-        stats += part_stats * weight
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm, foreach=True)
+        stats = part_stats if chunk == n else part_stats * weight + (0.0 if stats is None else stats)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
     optimizer.step()
     return stats
 
