@@ -87,7 +87,7 @@ def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_
             block = acts[i + 1][lo:lo + block_rows]
             torch.mm(a, wb_t[i], out=block[:, :-1])
             block.tanh_()  # the whole block, contiguous (vectorised); then the ones column back
-            block[:, -1] = 1.0
+            block.select(1, -1).fill_(1.0)  # (`block[:, -1] = 1.0` costs a scalar tensor and a copy per call)
             a = block
         torch.mm(wb_t[last].t(), a.t(), out=out_t[:, lo:lo + block_rows])
     return out_t
