@@ -19,6 +19,9 @@ same PPO hyperparameters. Two figures, each on every device present (CPU, and CU
 2. Whole epochs (rollout + update): `--rounds` interleaved runs of `--epochs` epochs of each trainer,
    the first epoch of each run excluded (warm-up); SPS = batch / the median epoch time.
 
+Each ratio against SB3 is also given round by round (min–max): its noise band on a machine whose speed
+drifts between runs.
+
 * ours: `autopilot.trainer.train.train` on drone_delivery, `--env-objects` env objects of
   `--arenas` arenas × `--drones` drones stepped in-process, `bptt_horizon = batch / agents`; on CUDA
   the env is the device-resident torch implementation.
@@ -302,9 +305,11 @@ def sb3_model(a: argparse.Namespace, env, n_steps: int, device: str = "cpu"):
                verbose=0)
 
 
-def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> tuple[dict[str, float], dict[str, float]]:
+def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
+                   ) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
     """Median wall and CPU seconds of one whole update (`update_epochs` passes over `batch` in `minibatch`es) for each
-    implementation, interleaved round by round so that load from other programs hits all alike.
+    implementation, interleaved round by round so that load from other programs hits all alike, and each round's
+    wall seconds (for the noise band of a ratio).
 
     The batch is SB3's own: one rollout of SB3 on the native VecEnv fills its buffer, and ours and the
     legacy update train on the same observations, actions, log-probabilities, values and advantages."""
@@ -345,7 +350,8 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool) -> tuple[
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     env.close()
-    return {k: float(np.median(v)) for k, v in times.items()}, {k: float(np.median(v)) for k, v in cpu.items()}
+    return ({k: float(np.median(v)) for k, v in times.items()}, {k: float(np.median(v)) for k, v in cpu.items()},
+            times)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,6 +417,16 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def ratios(theirs: list[float], ours: list[float]) -> list[float]:
+    """Round by round, their seconds over ours (how many times faster ours was in that round)."""
+    return [t / o for t, o in zip(theirs, ours, strict=True)]
+
+
+def band(theirs: list[float], ours: list[float]) -> str:
+    r = ratios(theirs, ours)
+    return f"{min(r):.2f}–{max(r):.2f}× over {len(r)} round{'s' if len(r) != 1 else ''}"
+
+
 def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
     """Both figures with `threads` torch threads for every trainer (ours reads AUTOPILOT_TORCH_THREADS)."""
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
@@ -420,19 +436,20 @@ def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
 
     # 1. The update phase alone, same batch, interleaved rounds, medians.
     for dev in devices:
-        upd, upd_cpu = measure_update(a, dev, with_sb3=not a.no_sb3)
+        upd, upd_cpu, upd_rounds = measure_update(a, dev, with_sb3=not a.no_sb3)
         if a.no_legacy:
             upd.pop("legacy", None)
         print(f"update phase on {dev} (median of {a.repeats} interleaved rounds, {a.batch:,} samples × "
-              f"{a.update_epochs} epochs; this process's CPU time in brackets):")
+              f"{a.update_epochs} epochs; this process's CPU time in brackets; the ratio round by round):")
         for name, sec in upd.items():
-            rel = (f"   ours is {sec / upd['ours']:.2f}× faster ({upd_cpu[name] / upd_cpu['ours']:.2f}× in CPU time)"
-                   if name != "ours" else "")
+            rel = (f"   ours is {sec / upd['ours']:.2f}× faster ({upd_cpu[name] / upd_cpu['ours']:.2f}× in CPU time; "
+                   f"{band(upd_rounds[name], upd_rounds['ours'])})" if name != "ours" else "")
             print(f"  {name:8s} {1e3 * sec:8.1f} ms ({1e3 * upd_cpu[name]:6.0f} ms CPU)  {a.batch / sec:12,.0f} "
                   f"samples/s{rel}", flush=True)
         result[f"update_s_{dev}"], result[f"update_cpu_s_{dev}"] = upd, upd_cpu
         if "sb3" in upd:
             result[f"update_ratio_sb3_{dev}"] = upd["sb3"] / upd["ours"]
+            result[f"update_ratio_sb3_{dev}_rounds"] = ratios(upd_rounds["sb3"], upd_rounds["ours"])
     if a.profile:
         for legacy in (False, True):
             print(profile_update(a, threads, legacy))
@@ -452,12 +469,14 @@ def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
         if a.sb3_gym:
             runs["SB3 (gym)"] = lambda: (run_sb3(a, sb3_gym_env(a), a.batch // a.sb3_envs), None)
     epochs: dict[str, list[float]] = {k: [] for k in runs}
+    round_medians: dict[str, list[float]] = {k: [] for k in runs}  # each run's median epoch: the noise band
     shares: dict[str, dict] = {}
     for _ in range(a.rounds):
         for name, run in runs.items():
             torch.set_num_threads(threads)
             durations, detail = run()
             epochs[name] += durations
+            round_medians[name].append(float(np.median(durations)))
             if detail is not None:
                 shares[name] = detail["seconds"]
     sps = {name: a.batch / float(np.median(d)) for name, d in epochs.items()}
@@ -470,11 +489,13 @@ def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
             note = (f"(env step {100 * s['env_s'] / tot:.0f}%, policy forward in rollout {100 * s['policy_s'] / tot:.0f}%, "
                     f"update {100 * s['update_s'] / tot:.0f}%, other {100 * s['other_s'] / tot:.0f}%)")
         elif name.startswith("SB3"):
-            note = f"ours (cpu) / this = {ours / value:,.2f}×"
+            note = (f"ours (cpu) / this = {ours / value:,.2f}× "
+                    f"({band(round_medians[name], round_medians['ours (cpu)'])})")
         print(f"  {name:16s} {value:12,.0f} SPS   {note}", flush=True)
     result["epoch_sps"] = sps
     if "SB3 (native)" in sps:
         result["ratio_native"] = ours / sps["SB3 (native)"]
+        result["ratio_native_rounds"] = ratios(round_medians["SB3 (native)"], round_medians["ours (cpu)"])
     if "SB3 (gym)" in sps:
         result["ratio_gym"] = ours / sps["SB3 (gym)"]
     return result

@@ -29,4 +29,8 @@ def test_benchmark_reports_update_phase_and_whole_epochs_for_ours_legacy_and_sb3
     assert set(result["epoch_sps"]) == {"ours (cpu)", "legacy (cpu)", "SB3 (native)"}
     assert result["ratio_native"] == result["epoch_sps"]["ours (cpu)"] / result["epoch_sps"]["SB3 (native)"]
     assert "update phase on cpu" in out.stdout and "whole epochs" in out.stdout
+    # Each ratio comes with its noise band: the ratio in every interleaved round.
+    assert len(result["update_ratio_sb3_cpu_rounds"]) == 2 and len(result["ratio_native_rounds"]) == 1
+    assert all(r > 0 for r in result["update_ratio_sb3_cpu_rounds"] + result["ratio_native_rounds"])
+    assert "over 2 rounds" in out.stdout and "over 1 round)" in out.stdout
     assert "--- 2 torch thread(s) for every trainer ---" in out.stdout

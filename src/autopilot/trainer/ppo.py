@@ -261,8 +261,9 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: Train
     The batch is shuffled once, into tiles of `SHUFFLE_TILE_ROWS` consecutive rows, and each epoch deals
     the tiles to its minibatches in a fresh random order. Each minibatch is then still a uniformly random
     subset of the batch and each epoch a partition of it, as with a fresh per-sample shuffle every epoch;
-    what differs is that a sample's 63 tile-mates share its minibatch in every epoch (of its 16,383
-    minibatch-mates at the default sizes, about a quarter of whom it would share again by chance anyway).
+    what differs is that a sample's 63 tile-mates share its minibatch in every epoch (with minibatches of
+    16,384 of a batch of 65,536: 63 of its 16,383 minibatch-mates, a quarter of whom it would meet again by
+    chance anyway).
     What it buys: a minibatch is one contiguous copy per tile instead of a random gather per sample, which
     on a CPU waits on memory for every row and took about a tenth of the update. Where the sizes share no
     tile (`gcd(SHUFFLE_TILE_ROWS, batch, minibatch) == 1`) it is the plain per-sample shuffle."""
