@@ -25,6 +25,7 @@ from autopilot.trainer.ppo import (
     normalize_advantages,
     ppo_loss,
     ppo_update,
+    shuffle_tile_rows,
 )
 
 
@@ -199,24 +200,37 @@ def _sampled_minibatches(n: int, mb: int, tile: int, epochs: int, seed: int) -> 
     return epochs_out
 
 
+def test_tiles_are_at_most_64_rows_and_a_256th_of_a_minibatch():
+    assert shuffle_tile_rows(65536, 16384) == 64
+    assert shuffle_tile_rows(65536, 8192) == 32
+    assert shuffle_tile_rows(2048, 1024) == 4
+    assert shuffle_tile_rows(1024, 512) == 2
+    assert shuffle_tile_rows(512, 256) == 1  # small minibatches: the per-sample shuffle
+    assert shuffle_tile_rows(3 * 2**20, 2**20) == SHUFFLE_TILE_ROWS
+    assert shuffle_tile_rows(4 * 4100, 4100) == 4  # it divides both sizes: 4100 = 4 * 1025
+
+
 @pytest.mark.parametrize("discrete", [False, True])
 def test_the_update_steps_on_minibatches_of_tiles_of_a_once_shuffled_batch(discrete):
     """The batch shuffled once, its tiles dealt out afresh each epoch (`_sampled_minibatches`): the same
     minibatches, and so the same update, as gathering each minibatch's rows from the plain batch."""
-    b = _batch(48, discrete)
-    hp = TrainConfig(minibatch_size=16, batch_size=48, bptt_horizon=12, update_epochs=2)
+    n, mb = 1024, 512
+    b = _batch(n, discrete)
+    hp = TrainConfig(minibatch_size=mb, batch_size=n, bptt_horizon=16, update_epochs=2)
     p_new, p_ref = _policy(discrete), _policy(discrete)
     stats = ppo_update(p_new, make_optimizer(p_new, hp), b, hp, torch.Generator().manual_seed(5))
     opt = make_optimizer(p_ref, hp)
-    for minibatches in _sampled_minibatches(48, 16, math.gcd(SHUFFLE_TILE_ROWS, 48, 16), 2, seed=5):
+    assert shuffle_tile_rows(n, mb) == 2
+    for minibatches in _sampled_minibatches(n, mb, shuffle_tile_rows(n, mb), 2, seed=5):
         for idx in minibatches:
             minibatch_step(p_ref, opt, b.take(idx), hp)
-    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p_new.parameters(), p_ref.parameters(), strict=True))
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(p_new.parameters(), p_ref.parameters(), strict=True))
     assert set(stats) == set(STAT_KEYS)
 
 
 def test_each_epoch_is_a_partition_into_uniform_minibatches_regrouped_every_epoch():
-    """Every epoch uses each sample once; minibatch-mates change from epoch to epoch beyond a tile."""
+    """Every epoch uses each sample once; minibatch-mates change from epoch to epoch beyond a tile (here
+    tiles of 64 in minibatches of 1,024, a coarser grouping than `shuffle_tile_rows` allows)."""
     n, mb, tile = 4096, 1024, 64
     epochs = _sampled_minibatches(n, mb, tile, 3, seed=0)
     for minibatches in epochs:
@@ -238,7 +252,7 @@ def test_sizes_that_share_no_tile_fall_back_to_a_per_sample_shuffle():
     b = _batch(45)
     hp = TrainConfig(minibatch_size=15, batch_size=45, bptt_horizon=9, update_epochs=1)
     p_new, p_ref = _policy(), _policy()
-    assert math.gcd(SHUFFLE_TILE_ROWS, 45, 15) == 1
+    assert shuffle_tile_rows(45, 15) == 1
     ppo_update(p_new, make_optimizer(p_new, hp), b, hp, torch.Generator().manual_seed(3))
     gen, opt = torch.Generator().manual_seed(3), make_optimizer(p_ref, hp)
     perm = torch.randperm(45, generator=gen)

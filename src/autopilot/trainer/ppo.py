@@ -6,8 +6,8 @@
    minibatch; a minibatch larger than `max_minibatch_size` is accumulated in chunks, each chunk's loss
    weighted by its share, so the gradient (and the single optimizer step) equals the one-big-minibatch
    one; gradients clipped to `max_grad_norm`. The batch is shuffled once per update and cut into tiles
-   of `SHUFFLE_TILE_ROWS` consecutive rows; each epoch deals the tiles out to minibatches in a fresh
-   random order (see `ppo_update` for why). A minibatch is two copies from the packed batch into reused
+   of a few consecutive rows; each epoch deals the tiles out to minibatches in a fresh random order (see
+   `ppo_update` for why). A minibatch is two copies from the packed batch into reused
    buffers, the first of which the policy's first layer reads as it is; the optimizer and the clipping
    run as fused / multi-tensor kernels (one call over all parameters, not a loop over them).
 4. The learning-rate schedule (`anneal_lr`: linear to zero over the run's epochs).
@@ -250,26 +250,37 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
     return stats
 
 
-# Consecutive rows of the once-shuffled batch that stay together in a minibatch (see `ppo_update`).
+# Consecutive rows of the once-shuffled batch that stay together in a minibatch (see `ppo_update`): at most
+# this many, and at most 1/MIN_TILES_PER_MINIBATCH of a minibatch.
 SHUFFLE_TILE_ROWS = 64
+MIN_TILES_PER_MINIBATCH = 256
+
+
+def shuffle_tile_rows(batch_size: int, minibatch_size: int) -> int:
+    """The tile size `ppo_update` uses: the largest power of two up to SHUFFLE_TILE_ROWS that divides both
+    sizes and leaves at least MIN_TILES_PER_MINIBATCH tiles per minibatch; 1 (no tiles) where none does."""
+    tile = math.gcd(SHUFFLE_TILE_ROWS, batch_size, minibatch_size)  # a power of two: SHUFFLE_TILE_ROWS is one
+    while tile > 1 and minibatch_size // tile < MIN_TILES_PER_MINIBATCH:
+        tile //= 2
+    return tile
 
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: TrainConfig,
                generator: torch.Generator | None = None) -> dict[str, float]:
     """`update_epochs` shuffled passes of `minibatch_size` samples; returns the mean of each stat.
 
-    The batch is shuffled once, into tiles of `SHUFFLE_TILE_ROWS` consecutive rows, and each epoch deals
+    The batch is shuffled once, into tiles of consecutive rows (`shuffle_tile_rows`), and each epoch deals
     the tiles to its minibatches in a fresh random order. Each minibatch is then still a uniformly random
     subset of the batch and each epoch a partition of it, as with a fresh per-sample shuffle every epoch;
-    what differs is that a sample's 63 tile-mates share its minibatch in every epoch (with minibatches of
-    16,384 of a batch of 65,536: 63 of its 16,383 minibatch-mates, a quarter of whom it would meet again by
-    chance anyway).
-    What it buys: a minibatch is one contiguous copy per tile instead of a random gather per sample, which
-    on a CPU waits on memory for every row and took about a tenth of the update. Where the sizes share no
-    tile (`gcd(SHUFFLE_TILE_ROWS, batch, minibatch) == 1`) it is the plain per-sample shuffle."""
+    what differs is that a sample's tile-mates, at most 1/256 of its minibatch, share its minibatch in
+    every epoch (with minibatches of 16,384 of a batch of 65,536: 63 of its 16,383 minibatch-mates; a fresh
+    shuffle would have it meet a quarter of them again anyway). What it buys: a minibatch is one contiguous copy
+    per tile instead of a random gather per sample, which on a CPU waits on memory for every row and took
+    about a tenth of the update at that size. Small minibatches (under 512) get the plain per-sample
+    shuffle: their tile would be a single row."""
     n, mb_size = len(batch), int(hp.minibatch_size)
     device = batch.obs.device
-    tile = math.gcd(SHUFFLE_TILE_ROWS, n, mb_size)
+    tile = shuffle_tile_rows(n, mb_size)
     tiles, per_minibatch = n // tile, mb_size // tile
     packed = PackedBatch(batch, order=torch.randperm(n, generator=generator).to(device) if tile > 1 else None)
     total = torch.zeros(len(STAT_KEYS), device=device)
