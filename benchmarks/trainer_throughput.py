@@ -393,7 +393,7 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
         if key == "aten::sum":
             return "sums (bias gradients, loss means)"
         if key in ("aten::index_select", "aten::cat", "aten::randperm"):
-            return "minibatch gather (index_select)"
+            return "minibatch copies (pre-shuffle, tiles: index_select)"
         if key.startswith(("Optimizer.", "aten::_foreach", "aten::_fused", "aten::linalg_vector_norm",
                            "aten::addcdiv_", "aten::addcmul_", "aten::lerp_", "aten::sqrt", "aten::clamp_",
                            "aten::zero_")):
