@@ -78,18 +78,20 @@ def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_
 
     The rows go through in blocks of `block_rows`, every layer per block, so a block's activations stay in
     the core's cache between the matmul that writes them and the tanh / next matmul that reads them."""
-    n = acts[0].shape[0]
     last = len(weights) - 1
     wb_t = [torch.cat([w, b[:, None]], 1).t() for w, b in zip(weights, biases, strict=True)]  # [W | b]^T
-    for lo in range(0, n, block_rows):
-        a = acts[0][lo:lo + block_rows]
+    heads_w = wb_t[last].t()
+    # Every block's views up front, one `split` per tensor: slicing block by block in Python cost more than
+    # some of the kernels it feeds.
+    hidden = [(h.split(block_rows), h[:, :-1].split(block_rows), h.select(1, -1).split(block_rows)) for h in acts[1:]]
+    for b, (a, out_block) in enumerate(zip(acts[0].split(block_rows), out_t.split(block_rows, dim=1), strict=True)):
         for i in range(last):
-            block = acts[i + 1][lo:lo + block_rows]
-            torch.mm(a, wb_t[i], out=block[:, :-1])
+            block, pre_activation, ones = hidden[i][0][b], hidden[i][1][b], hidden[i][2][b]
+            torch.mm(a, wb_t[i], out=pre_activation)
             block.tanh_()  # the whole block, contiguous (vectorised); then the ones column back
-            block.select(1, -1).fill_(1.0)  # (`block[:, -1] = 1.0` costs a scalar tensor and a copy per call)
+            ones.fill_(1.0)  # (`block[:, -1] = 1.0` costs a scalar tensor and a copy per call)
             a = block
-        torch.mm(wb_t[last].t(), a.t(), out=out_t[:, lo:lo + block_rows])
+        torch.mm(heads_w, a.t(), out=out_block)
     return out_t
 
 
@@ -109,17 +111,16 @@ def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, bl
     last = len(weights) - 1
     grad_heads = weights[last].new_zeros(weights[last].shape[0], weights[last].shape[1] + 1)
     grad_hidden_t = [w.new_zeros(w.shape[1] + 1, w.shape[0]) for w in weights[:last]]  # [dW | db]^T
-    n = grad_out_t.shape[1]
-    for lo in range(0, n, block_rows):
-        rows = min(block_rows, n - lo)
-        a = [x[lo:lo + rows] for x in acts]  # each layer's input, this block
-        g_t = grad_out_t[:, lo:lo + rows]  # d loss / d (heads' outputs), heads × rows
-        grad_heads.addmm_(g_t, a[last])
+    inputs = [x.split(block_rows) for x in acts]  # each layer's input, block by block (views, as in the forward)
+    outputs = [x[:, :-1].split(block_rows) for x in acts[1:]]  # each hidden layer's tanh output
+    for b, g_t in enumerate(grad_out_t.split(block_rows, dim=1)):  # d loss / d (heads' outputs), heads × rows
+        rows = g_t.shape[1]
+        grad_heads.addmm_(g_t, inputs[last][b])
         g, w_above = g_t.t(), weights[last]
         for i in reversed(range(last)):  # g: d loss / d (layer i's output), then its pre-activation
             g = torch.mm(g, w_above, out=g_bufs[i] if rows == block_rows else g_bufs[i][:rows])
-            torch.ops.aten.tanh_backward.grad_input(g, a[i + 1][:, :-1], grad_input=g)
-            grad_hidden_t[i].addmm_(a[i].t(), g)
+            torch.ops.aten.tanh_backward.grad_input(g, outputs[i][b], grad_input=g)
+            grad_hidden_t[i].addmm_(inputs[i][b].t(), g)
             w_above = weights[i]
     for gw, gb, gt in zip(grad_w[:last], grad_b[:last], grad_hidden_t, strict=True):
         gw.add_(gt[:-1].t())
