@@ -243,7 +243,8 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
         else:
             loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
             (loss * weight).backward()
-        stats = part_stats if chunk == n else part_stats * weight + (0.0 if stats is None else stats)
+        part_stats = part_stats if chunk == n else part_stats * weight  # one chunk: its weight is 1
+        stats = part_stats if stats is None else stats + part_stats
     params = [p for group in optimizer.param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
     optimizer.step()

@@ -67,6 +67,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _positive_int_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def torch_threads(num_workers: int) -> int:
     """Torch's intra-op threads: every core this process may use that the env workers do not (at most 8).
 
@@ -74,16 +79,14 @@ def torch_threads(num_workers: int) -> int:
     need only stay off the workers' cores: a thread that spin-waits between ops on a core a worker needs
     slows both down several times. A launcher's OMP_NUM_THREADS (Ray sets it to a task's CPUs) caps the
     count; `AUTOPILOT_TORCH_THREADS` sets it."""
-    env = os.environ.get("AUTOPILOT_TORCH_THREADS", "")
-    if env.strip().isdigit() and int(env) > 0:
-        return int(env)
+    chosen = _positive_int_env("AUTOPILOT_TORCH_THREADS")
+    if chosen is not None:
+        return chosen
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    if omp.strip().isdigit() and int(omp) > 0:
-        cores = min(cores, int(omp))
+    cores = min(cores, _positive_int_env("OMP_NUM_THREADS") or cores)
     workers = num_workers if num_workers > 1 else 0
     return max(1, min(8, cores - workers))
 
