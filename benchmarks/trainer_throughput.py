@@ -315,7 +315,8 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
     legacy update train on the same observations, actions, log-probabilities, values and advantages."""
     from autopilot.config.model import TrainConfig
     from autopilot.trainer.policy import ActorCritic
-    from autopilot.trainer.ppo import Batch, make_optimizer, ppo_update
+    from autopilot.trainer.optim import make_optimizer
+    from autopilot.trainer.ppo import Batch, ppo_update
 
     env, n_agents = sb3_native_env(a)
     model = sb3_model(a, env, a.batch // n_agents, device if with_sb3 else "cpu")
@@ -365,7 +366,8 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
 
     from autopilot.config.model import TrainConfig
     from autopilot.trainer.policy import ActorCritic
-    from autopilot.trainer.ppo import Batch, make_optimizer, ppo_update
+    from autopilot.trainer.optim import make_optimizer
+    from autopilot.trainer.ppo import Batch, ppo_update
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

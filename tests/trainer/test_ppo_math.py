@@ -11,6 +11,7 @@ import torch
 from gymnasium import spaces
 
 from autopilot.config.model import TrainConfig
+from autopilot.trainer.optim import make_optimizer
 from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import (
     STAT_KEYS,
@@ -20,7 +21,6 @@ from autopilot.trainer.ppo import (
     compute_gae,
     explained_variance,
     learning_rate,
-    make_optimizer,
     minibatch_step,
     normalize_advantages,
     ppo_loss,

@@ -70,28 +70,80 @@ def activation_buffers(rows: int, weights, like: torch.Tensor) -> list[torch.Ten
     return bufs
 
 
-def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_t: torch.Tensor) -> torch.Tensor:
+def _row_blocks(t: torch.Tensor, block_rows: int) -> tuple:
+    """Per block of rows: (the block, its transpose)."""
+    return tuple((b, b.t()) for b in t.split(block_rows))
+
+
+def _activation_blocks(t: torch.Tensor, block_rows: int) -> tuple:
+    """Per block of an activation buffer [a | 1]: (the block, its transpose, a, the ones column)."""
+    return tuple((b, b.t(), b[:, :-1], b.select(1, -1)) for b in t.split(block_rows))
+
+
+def _column_blocks(t: torch.Tensor, block_rows: int) -> tuple:
+    """Per block of columns of a heads × n tensor: (the block, its transpose)."""
+    return tuple((b, b.t()) for b in t.split(block_rows, dim=1))
+
+
+class BlockViews:
+    """The block views `mlp_forward` and `mlp_backward` work on, made once per buffer and reused.
+
+    The activation buffers, the rollout buffer's rows, and the update's minibatch rows and heads' outputs
+    are the same memory call after call; making their hundred-odd block views anew in Python on every call
+    cost more than some of the kernels they feed. Keyed by memory, shape, strides, dtype and device (and
+    inference mode: views made inside it may not be used outside); each entry holds its tensor, so that its
+    memory cannot go to another tensor while cached. `cache_outputs` says whether the heads' output
+    tensors are reused buffers too (the update's) or fresh every call (the rollout's: not worth keeping)."""
+
+    LIMIT = 64
+
+    def __init__(self, cache_outputs: bool):
+        self.cache_outputs = cache_outputs
+        self._cache: dict[tuple, tuple] = {}
+
+    def get(self, make, t: torch.Tensor, block_rows: int) -> tuple:
+        key = (make, t.data_ptr(), t.shape, t.stride(), t.dtype, t.device, block_rows,
+               torch.is_inference_mode_enabled())
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
+            hit = self._cache[key] = (t, make(t, block_rows))
+        return hit[1]
+
+    def outputs(self, t: torch.Tensor, block_rows: int) -> tuple:
+        return self.get(_column_blocks, t, block_rows) if self.cache_outputs else _column_blocks(t, block_rows)
+
+
+def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_t: torch.Tensor,
+                views: BlockViews | None = None) -> torch.Tensor:
     """out^T = heads(tanh(... tanh([x | 1] [W1 | b1]^T) ...))^T, the heads' outputs as rows (out_t, heads × n),
     given acts[0] = [x | 1]; each hidden layer's output is kept in acts[1:] (`activation_buffers`) for the
     backward. The heads come out transposed because each output (a mean, a logit, the value) is then one
     contiguous row for the loss's elementwise arithmetic, and a 3-row matmul runs faster that way round.
 
     The rows go through in blocks of `block_rows`, every layer per block, so a block's activations stay in
-    the core's cache between the matmul that writes them and the tanh / next matmul that reads them."""
+    the core's cache between the matmul that writes them and the tanh / next matmul that reads them.
+    `views` (`BlockViews`) keeps the blocks' views from call to call where the buffers are reused."""
     last = len(weights) - 1
     wb_t = [torch.cat([w, b[:, None]], 1).t() for w, b in zip(weights, biases, strict=True)]  # [W | b]^T
     heads_w = wb_t[last].t()
-    # Every block's views up front, one `split` per tensor: slicing block by block in Python cost more than
-    # some of the kernels it feeds.
-    hidden = [(h.split(block_rows), h[:, :-1].split(block_rows), h.select(1, -1).split(block_rows)) for h in acts[1:]]
-    for b, (a, out_block) in enumerate(zip(acts[0].split(block_rows), out_t.split(block_rows, dim=1), strict=True)):
+    if views is None:
+        blocks = [_row_blocks(acts[0], block_rows), *(_activation_blocks(h, block_rows) for h in acts[1:])]
+        outs = _column_blocks(out_t, block_rows)
+    else:
+        blocks = [views.get(_row_blocks, acts[0], block_rows),
+                  *(views.get(_activation_blocks, h, block_rows) for h in acts[1:])]
+        outs = views.outputs(out_t, block_rows)
+    for b, (out_block, _) in enumerate(outs):
+        a, a_t = blocks[0][b]
         for i in range(last):
-            block, pre_activation, ones = hidden[i][0][b], hidden[i][1][b], hidden[i][2][b]
+            block, block_t, pre_activation, ones = blocks[i + 1][b]
             torch.mm(a, wb_t[i], out=pre_activation)
             block.tanh_()  # the whole block, contiguous (vectorised); then the ones column back
             ones.fill_(1.0)  # (`block[:, -1] = 1.0` costs a scalar tensor and a copy per call)
-            a = block
-        torch.mm(heads_w, a.t(), out=out_block)
+            a, a_t = block, block_t
+        torch.mm(heads_w, a_t, out=out_block)
     return out_t
 
 
@@ -102,25 +154,31 @@ def gradient_buffers(block_rows: int, weights, like: torch.Tensor) -> list[torch
 
 
 def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, block_rows: int,
-                 grad_w: list[torch.Tensor], grad_b: list[torch.Tensor], g_bufs: list[torch.Tensor]) -> None:
+                 grad_w: list[torch.Tensor], grad_b: list[torch.Tensor], g_bufs: list[torch.Tensor],
+                 views: BlockViews | None = None) -> None:
     """Add d loss / d (W_i, b_i) into `grad_w`, `grad_b`, given d loss / d out^T and the `acts` the forward
     kept: per layer, from the heads down, d[W | b] += g^T [a | 1], then g <- (g W) * (1 - a^2) through the
     tanh that produced `a`; the matmuls and tanh derivative autograd would run, without its glue. A hidden
     layer's gradient accumulates transposed, [a | 1]^T g (the faster way round for these shapes), and the
-    running g lives in `g_bufs` (`gradient_buffers`)."""
+    running g lives in `g_bufs` (`gradient_buffers`). `views` as in `mlp_forward`."""
     last = len(weights) - 1
     grad_heads = weights[last].new_zeros(weights[last].shape[0], weights[last].shape[1] + 1)
     grad_hidden_t = [w.new_zeros(w.shape[1] + 1, w.shape[0]) for w in weights[:last]]  # [dW | db]^T
-    inputs = [x.split(block_rows) for x in acts]  # each layer's input, block by block (views, as in the forward)
-    outputs = [x[:, :-1].split(block_rows) for x in acts[1:]]  # each hidden layer's tanh output
-    for b, g_t in enumerate(grad_out_t.split(block_rows, dim=1)):  # d loss / d (heads' outputs), heads × rows
+    if views is None:  # each layer's input, block by block, as (block, transpose, ...): the forward's views
+        blocks = [_row_blocks(acts[0], block_rows), *(_activation_blocks(h, block_rows) for h in acts[1:])]
+        grads = _column_blocks(grad_out_t, block_rows)
+    else:
+        blocks = [views.get(_row_blocks, acts[0], block_rows),
+                  *(views.get(_activation_blocks, h, block_rows) for h in acts[1:])]
+        grads = views.outputs(grad_out_t, block_rows)
+    for b, (g_t, g) in enumerate(grads):  # d loss / d (heads' outputs): heads × rows, and rows × heads
         rows = g_t.shape[1]
-        grad_heads.addmm_(g_t, inputs[last][b])
-        g, w_above = g_t.t(), weights[last]
+        grad_heads.addmm_(g_t, blocks[last][b][0])
+        w_above = weights[last]
         for i in reversed(range(last)):  # g: d loss / d (layer i's output), then its pre-activation
             g = torch.mm(g, w_above, out=g_bufs[i] if rows == block_rows else g_bufs[i][:rows])
-            torch.ops.aten.tanh_backward.grad_input(g, outputs[i][b], grad_input=g)
-            grad_hidden_t[i].addmm_(inputs[i][b].t(), g)
+            torch.ops.aten.tanh_backward.grad_input(g, blocks[i + 1][b][2], grad_input=g)
+            grad_hidden_t[i].addmm_(blocks[i][b][1], g)
             w_above = weights[i]
     for gw, gb, gt in zip(grad_w[:last], grad_b[:last], grad_hidden_t, strict=True):
         gw.add_(gt[:-1].t())
@@ -182,6 +240,7 @@ class ActorCritic(nn.Module):
         # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
         self._activation_cache: dict[str, dict] = {}  # `_activations`
+        self._views = {"update": BlockViews(cache_outputs=True), "rollout": BlockViews(cache_outputs=False)}
         # `parameters()` walks the module tree on every call; the update asks once per minibatch. (`.to()` and
         # `load_state_dict` change the parameters in place, so the list stays theirs.)
         self._parameters_list = list(self.parameters())
@@ -219,34 +278,40 @@ class ActorCritic(nn.Module):
             out = TanhMLP.apply(obs, block_rows_for(obs), *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
 
-    def _activations(self, use: str, obs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(activation buffers, the backward's `gradient_buffers`: update only) for `obs.shape[0]` rows, reused
-        call after call (no fresh pages to fault in): one set for the update's minibatches, one for
-        rollouts, each for at most two row counts."""
+    def _activations(self, use: str, obs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], tuple]:
+        """(activation buffers; the backward's `gradient_buffers`, the heads' outputs and their gradient, as
+        rows: update only) for `obs.shape[0]` rows, reused call after call (no fresh pages to fault in): one
+        set for the update's minibatches, one for rollouts, each for at most two row counts."""
         cache = self._activation_cache.setdefault(use, {})
         key = (obs.shape[0], obs.device, obs.dtype)
         if key not in cache:
             if len(cache) >= 2:  # a minibatch size and its last chunk's; the agents and an evaluation's
                 cache.clear()
             weights = self._weights_biases()[0]
-            grads = gradient_buffers(min(block_rows_for(obs), obs.shape[0]), weights, obs) if use == "update" else []
-            cache[key] = (activation_buffers(obs.shape[0], weights, obs), grads)
-        acts, grads = cache[key]
-        return list(acts), grads
+            if use == "update":
+                grads = gradient_buffers(min(block_rows_for(obs), obs.shape[0]), weights, obs)
+                outputs = tuple(obs.new_empty(self.act_dim + 1, obs.shape[0]) for _ in range(2))
+            else:
+                grads, outputs = [], ()
+            cache[key] = (activation_buffers(obs.shape[0], weights, obs), grads, outputs)
+        acts, grads, outputs = cache[key]
+        return list(acts), grads, outputs
 
     @torch.no_grad()
     def _heads_t(self, obs: torch.Tensor, obs_with_ones: torch.Tensor | None = None,
-                 use: str = "rollout") -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """(the heads' outputs as rows, heads × n, in fresh memory; the activations and the backward's
-        gradient buffers, both reused), without autograd. `obs_with_ones`, [obs | 1] where the caller has
-        it, saves copying obs."""
-        acts, grads = self._activations(use, obs)
+                 use: str = "rollout") -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple]:
+        """(the heads' outputs as rows, heads × n; the activations, the backward's gradient buffers and the
+        update's output buffers), without autograd. The outputs are in fresh memory for rollouts, in a
+        reused buffer for the update (valid until its next minibatch). `obs_with_ones`, [obs | 1] where the
+        caller has it, saves copying obs."""
+        acts, grads, outputs = self._activations(use, obs)
         if obs_with_ones is not None:
             acts[0] = obs_with_ones
         else:
             acts[0][:, :-1] = obs
-        out_t = obs.new_empty(self.act_dim + 1, obs.shape[0])
-        return mlp_forward(acts, *self._weights_biases(), block_rows_for(obs), out_t), acts, grads
+        out_t = outputs[0] if outputs else obs.new_empty(self.act_dim + 1, obs.shape[0])
+        out_t = mlp_forward(acts, *self._weights_biases(), block_rows_for(obs), out_t, self._views[use])
+        return out_t, acts, grads, outputs
 
     def _mlp_params(self) -> list[torch.Tensor]:
         return [t for m in self._linears for t in (m.weight, m.bias)]
@@ -289,9 +354,9 @@ class ActorCritic(nn.Module):
                               obs_with_ones: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved).
         `obs_with_ones`, [obs | 1] where the caller has it (a packed batch), saves copying obs."""
-        out_t, acts, grads = self._heads_t(obs, obs_with_ones, use="update")
+        out_t, acts, grads, outputs = self._heads_t(obs, obs_with_ones, use="update")
         logprob, entropy, dist = self._logprob_entropy(out_t[: self.act_dim], action.t() if self.continuous else action)
-        return logprob, entropy, out_t[self.act_dim], (acts, grads, out_t, block_rows_for(obs), dist)
+        return logprob, entropy, out_t[self.act_dim], (acts, grads, outputs[1], block_rows_for(obs), dist)
 
     def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
                             d_value: torch.Tensor) -> None:
@@ -302,11 +367,10 @@ class ActorCritic(nn.Module):
                                          d entropy / d log_std = 1 (per sample).
         Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
                                          d entropy / d logits = -p (l + entropy)."""
-        acts, g_bufs, out_t, block_rows, dist = saved
+        acts, g_bufs, grad_out_t, block_rows, dist = saved  # grad_out_t: d loss / d (heads' outputs), as rows
         for p in self._parameters_list:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grad_out_t = torch.empty_like(out_t)  # d loss / d (heads' outputs), as rows like out_t
         if self.continuous:
             z, z_sq, inv_std = dist
             torch.mul(z, inv_std, out=grad_out_t[: self.act_dim]).mul_(d_logprob)
@@ -319,7 +383,7 @@ class ActorCritic(nn.Module):
         grad_out_t[self.act_dim] = d_value
         weights, biases = self._weights_biases()
         mlp_backward(acts, weights, grad_out_t, block_rows, [w.grad for w in weights], [b.grad for b in biases],
-                     g_bufs)
+                     g_bufs, self._views["update"])
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds

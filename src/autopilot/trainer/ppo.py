@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from autopilot.config.model import TrainConfig
+from autopilot.trainer.optim import clip_and_step, zero_grads
 
 # --------------------------------------------------------------------------------------------------
 # 1. Generalised advantage estimation
@@ -225,7 +226,10 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
     n = len(mb)
     chunk = min(n, max(1, int(hp.max_minibatch_size)))
     by_hand = hasattr(policy, "evaluate_for_backward")
-    optimizer.zero_grad(set_to_none=not by_hand)
+    if by_hand:
+        zero_grads(optimizer)  # kept allocated: the backward adds into them
+    else:
+        optimizer.zero_grad(set_to_none=True)
     stats = None
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
@@ -245,9 +249,7 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
             (loss * weight).backward()
         part_stats = part_stats if chunk == n else part_stats * weight  # one chunk: its weight is 1
         stats = part_stats if stats is None else stats + part_stats
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
-    optimizer.step()
+    clip_and_step(optimizer, hp.max_grad_norm)
     return stats
 
 
@@ -315,15 +317,3 @@ def learning_rate(hp: TrainConfig, epoch_in_schedule: int, epochs_in_schedule: i
         return hp.learning_rate
     frac = 1.0 - min(epoch_in_schedule, epochs_in_schedule - 1) / epochs_in_schedule
     return hp.learning_rate * frac
-
-
-def make_optimizer(policy: torch.nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
-    """Adam(W) with the fused kernel (one call updates every parameter) where torch has one for the
-    parameters' device, else the multi-tensor (`foreach`) one; the arithmetic is Adam's either way."""
-    cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-    kwargs = {"weight_decay": 0.01} if hp.optimizer == "adamw" else {}
-    params = list(policy.parameters())
-    try:
-        return cls(params, lr=hp.learning_rate, eps=1e-5, fused=True, **kwargs)
-    except RuntimeError:  # no fused kernel for this device / dtype
-        return cls(params, lr=hp.learning_rate, eps=1e-5, foreach=True, **kwargs)
