@@ -314,8 +314,8 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
     The batch is SB3's own: one rollout of SB3 on the native VecEnv fills its buffer, and ours and the
     legacy update train on the same observations, actions, log-probabilities, values and advantages."""
     from autopilot.config.model import TrainConfig
-    from autopilot.trainer.policy import ActorCritic
     from autopilot.trainer.optim import make_optimizer
+    from autopilot.trainer.policy import ActorCritic
     from autopilot.trainer.ppo import Batch, ppo_update
 
     env, n_agents = sb3_native_env(a)
@@ -365,8 +365,8 @@ def profile_update(a: argparse.Namespace, threads: int, legacy: bool) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     from autopilot.config.model import TrainConfig
-    from autopilot.trainer.policy import ActorCritic
     from autopilot.trainer.optim import make_optimizer
+    from autopilot.trainer.policy import ActorCritic
     from autopilot.trainer.ppo import Batch, ppo_update
 
     torch.set_num_threads(threads)

@@ -14,9 +14,9 @@ from autopilot.config.model import TrainConfig
 from autopilot.trainer.optim import make_optimizer
 from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import (
+    SHUFFLE_TILE_ROWS,
     STAT_KEYS,
     Batch,
-    SHUFFLE_TILE_ROWS,
     PackedBatch,
     compute_gae,
     explained_variance,

@@ -44,8 +44,8 @@ from autopilot.summary import TrainerSummary, write_summary
 from autopilot.trainer import checkpoint as ck
 from autopilot.trainer.dashboard import LiveDashboard, PlainReporter, View, plain_line
 from autopilot.trainer.metrics import ENV_DEFAULT_KEYS, TailWindow, epoch_row, row_json
-from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.optim import make_optimizer
+from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import explained_variance, learning_rate, ppo_update
 from autopilot.trainer.rollout import RolloutBuffer, RolloutState, collect, evaluate, make_batch
 from autopilot.trainer.vector import TORCH_ENVS, EnvMaker, make_vector
