@@ -23,8 +23,11 @@ Each ratio against SB3 is also given round by round (min–max): its noise band 
 drifts between runs.
 
 * ours: `autopilot.trainer.train.train` on drone_delivery, `--env-objects` env objects of
-  `--arenas` arenas × `--drones` drones stepped in-process, `bptt_horizon = batch / agents`; on CUDA
-  the env is the device-resident torch implementation.
+  `--arenas` arenas × `--drones` drones, `bptt_horizon = batch / agents`; at one thread stepped
+  in-process, at more by one worker process per env object (`--workers`), half the agents stepping
+  while the policy computes the other half's actions (one torch thread meanwhile, every thread in the
+  update): the same cores SB3's torch threads get. On CUDA the env is the device-resident torch
+  implementation.
 * legacy: the same trainer with the previous update swapped in (kept here as a reference): autograd
   through `nn.Linear`, a row gather per minibatch, Adam's and the clipping's per-parameter loops.
 * SB3 (native VecEnv): SB3's PPO on an SB3 `VecEnv` adapter over ONE vectorised drone_delivery object
@@ -57,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--arenas", type=int, default=256, help="drone_delivery env.num_envs (arenas per object)")
     ap.add_argument("--drones", type=int, default=8, help="drone_delivery env.num_drones")
     ap.add_argument("--env-objects", type=int, default=2, help="vec.num_envs for our trainer")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="vec.num_workers for our trainer (default: 1, the env in-process, at one thread; one "
+                         "per env object at more, stepping half the agents while the policy works on the rest)")
     ap.add_argument("--batch", type=int, default=65536, help="agent-steps per epoch (both trainers)")
     ap.add_argument("--minibatch", type=int, default=16384)
     ap.add_argument("--update-epochs", type=int, default=4)
@@ -85,7 +91,16 @@ def parse_args() -> argparse.Namespace:
 # Ours
 
 
-def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu") -> tuple[float, dict]:
+def ours_workers(a: argparse.Namespace, threads: int) -> int:
+    """Our env worker processes at `threads` torch threads: none at one thread (everything on one core, as
+    SB3 has it); at more, one per env object (all the cores SB3's torch threads get)."""
+    if a.workers is not None:
+        return a.workers
+    return 1 if threads == 1 else a.env_objects
+
+
+def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu", workers: int = 1
+             ) -> tuple[float, dict]:
     """Whole epochs of `autopilot.trainer.train`; `legacy` swaps in the previous update (policy forward,
     optimizer, update loop) and leaves everything else as it is."""
     from autopilot.config import config_from_dict, ensure_valid
@@ -95,7 +110,7 @@ def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu") -
     bptt = a.batch // agents
     cfg = ensure_valid(config_from_dict({
         "env_name": "drone_delivery", "env": {"num_envs": a.arenas, "num_drones": a.drones},
-        "vec": {"num_envs": a.env_objects, "num_workers": 1},
+        "vec": {"num_envs": a.env_objects, "num_workers": workers},
         "train": {"total_timesteps": a.batch * a.epochs, "bptt_horizon": bptt, "minibatch_size": a.minibatch,
                   "update_epochs": a.update_epochs, "checkpoint_interval": 10**6, "device": device},
         "policy": {"hidden_size": a.hidden, "num_layers": a.layers},
@@ -429,12 +444,31 @@ def band(theirs: list[float], ours: list[float]) -> str:
     return f"{min(r):.2f}–{max(r):.2f}× over {len(r)} round{'s' if len(r) != 1 else ''}"
 
 
+def torch_threads_for(workers: int, threads: int) -> int:
+    """The torch threads our trainer runs its rollout with, given AUTOPILOT_TORCH_THREADS=threads."""
+    from autopilot.trainer.train import torch_threads
+
+    saved = os.environ.get("AUTOPILOT_TORCH_THREADS")
+    os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
+    try:
+        return torch_threads(workers)
+    finally:
+        if saved is None:
+            os.environ.pop("AUTOPILOT_TORCH_THREADS")
+        else:
+            os.environ["AUTOPILOT_TORCH_THREADS"] = saved
+
+
 def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
     """Both figures with `threads` torch threads for every trainer (ours reads AUTOPILOT_TORCH_THREADS)."""
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    result: dict = {"threads": threads}
-    print(f"--- {threads} torch thread(s) for every trainer ---")
+    workers = ours_workers(a, threads)
+    result: dict = {"threads": threads, "ours_workers": workers}
+    stepping = ("ours steps its env in-process" if workers == 1 else
+                f"ours steps its env in {workers} worker processes, half the agents while the policy works on "
+                f"the other half, with {torch_threads_for(workers, threads)} torch thread(s) meanwhile")
+    print(f"--- {threads} torch thread(s) for every trainer; {stepping} ---")
 
     # 1. The update phase alone, same batch, interleaved rounds, medians.
     for dev in devices:
@@ -463,9 +497,9 @@ def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
           "of each run excluded, SPS from the median epoch:")
     runs: dict[str, Any] = {}
     for dev in devices:
-        runs[f"ours ({dev})"] = lambda dev=dev: run_ours(a, device=dev)
+        runs[f"ours ({dev})"] = lambda dev=dev: run_ours(a, device=dev, workers=workers)
         if not a.no_legacy:
-            runs[f"legacy ({dev})"] = lambda dev=dev: run_ours(a, legacy=True, device=dev)
+            runs[f"legacy ({dev})"] = lambda dev=dev: run_ours(a, legacy=True, device=dev, workers=workers)
     if not a.no_sb3:
         runs["SB3 (native)"] = lambda: (run_sb3(a, *_native_env_and_steps(a)), None)
         if a.sb3_gym:
@@ -522,7 +556,7 @@ def main() -> int:
     print(f"  same for all: {a.batch:,} agent-steps per epoch, minibatch {a.minibatch:,}, "
           f"{a.update_epochs} update epochs, {net}")
     print(f"  ours:         autopilot.trainer, {a.env_objects} env objects × {a.arenas} arenas × {a.drones} drones "
-          f"= {agents:,} agents, bptt {a.batch // agents}, stepped in-process")
+          f"= {agents:,} agents, bptt {a.batch // agents}")
     print("  legacy:       the same trainer with the previous update (autograd through nn.Linear, a gather per "
           "minibatch, Adam's per-parameter loop)")
     print(f"  SB3 (native): the same PPO on an SB3 VecEnv adapter over one drone_delivery object of "

@@ -227,3 +227,5 @@ def test_torch_threads_take_the_cores_env_workers_leave_free(monkeypatch):
     assert torch_threads(1) == 3
     monkeypatch.setenv("AUTOPILOT_TORCH_THREADS", "5")  # and the user's setting wins
     assert torch_threads(1) == 5
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert torch_threads(8) == 4  # but stays off the cores of workers that step while the policy runs

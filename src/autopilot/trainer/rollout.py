@@ -48,6 +48,9 @@ class RolloutState:
 def collect(policy, vec, buf: RolloutBuffer, state: RolloutState, should_stop: Callable[[], bool] | None = None,
             timings: dict[str, float] | None = None) -> bool:
     """Fill `buf` with one rollout; return False if `should_stop()` fired mid-way (buffer incomplete)."""
+    groups = vec.step_groups() if hasattr(vec, "step_groups") else []
+    if len(groups) > 1:
+        return _collect_overlapped(policy, vec, groups, buf, state, should_stop, timings)
     t_env = t_pol = 0.0
     dev = buf.device
     on_device = getattr(vec, "device_resident", False)  # torch env: tensors in and out, no host copies
@@ -80,6 +83,61 @@ def collect(policy, vec, buf: RolloutBuffer, state: RolloutState, should_stop: C
     if timings is not None:
         timings["env"] = timings.get("env", 0.0) + t_env
         timings["policy"] = timings.get("policy", 0.0) + t_pol
+    return True
+
+
+def _collect_overlapped(policy, vec, groups: list[tuple[int, int, range]], buf: RolloutBuffer, state: RolloutState,
+                        should_stop: Callable[[], bool] | None, timings: dict[str, float] | None) -> bool:
+    """`collect` for env worker processes in groups (`SharedMemoryVec.step_groups`): while one group's
+    workers step, the policy computes the next group's actions, so the env's time hides behind the policy's
+    (PufferLib's double buffering). Every agent's step t still uses the policy's output for its own obs t;
+    what changes against stepping all agents at once is only the order of the random draws."""
+    t_env = t_pol = 0.0
+    dev = buf.device
+    with_ones = "obs_with_ones" in inspect.signature(policy.act).parameters
+    pending: list[int | None] = [None] * len(groups)  # the step each group's workers are taking
+
+    def receive(g: int) -> None:  # group g's step: its rewards, next observations and done flags
+        lo, hi, workers = groups[g]
+        t, pending[g] = pending[g], None
+        vec.step_wait(workers)
+        buf.rewards[t, lo:hi] = torch.from_numpy(vec.rewards[lo:hi]).to(dev)
+        state.next_obs[lo:hi] = torch.from_numpy(vec.obs[lo:hi]).to(dev)
+        state.next_done[lo:hi] = torch.from_numpy(np.logical_or(vec.terminals[lo:hi], vec.truncations[lo:hi]))
+
+    try:
+        for t in range(buf.T):
+            if should_stop is not None and should_stop():
+                return False
+            for g, (lo, hi, workers) in enumerate(groups):
+                if pending[g] is not None:
+                    t0 = time.perf_counter()
+                    receive(g)
+                    t_env += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                obs = state.next_obs[lo:hi]
+                buf.obs[t, lo:hi] = obs
+                buf.dones[t, lo:hi] = state.next_done[lo:hi]
+                action, logprob, value = (policy.act(obs, obs_with_ones=buf.obs_with_ones[t, lo:hi])
+                                          if with_ones else policy.act(obs))
+                buf.actions[t, lo:hi] = action
+                buf.logprobs[t, lo:hi] = logprob
+                buf.values[t, lo:hi] = value
+                vec.actions[lo:hi] = policy.to_env_action(action)
+                vec.step_send(workers)
+                pending[g] = t
+                t_pol += time.perf_counter() - t0
+    finally:
+        # Every step sent is received, whatever ended the loop: the state then matches the env objects (a stop
+        # checkpoints both), and no worker is left mid-step to answer the next command out of turn.
+        t0 = time.perf_counter()
+        for g in range(len(groups)):
+            if pending[g] is not None:
+                receive(g)
+        t_env += time.perf_counter() - t0
+        if timings is not None:
+            timings["env"] = timings.get("env", 0.0) + t_env
+            timings["policy"] = timings.get("policy", 0.0) + t_pol
     return True
 
 

@@ -74,22 +74,25 @@ def _positive_int_env(name: str) -> int | None:
 
 
 def torch_threads(num_workers: int) -> int:
-    """Torch's intra-op threads: every core this process may use that the env workers do not (at most 8).
+    """Torch's intra-op threads while the env worker processes may be stepping: every core this process may
+    use that the workers do not (at most 8). With `num_workers` 1 (the env in-process), every core: the
+    update's count too, since workers sleep while it runs.
 
-    The workers step while the policy waits, and the policy runs while they wait, so the policy's threads
-    need only stay off the workers' cores: a thread that spin-waits between ops on a core a worker needs
-    slows both down several times. A launcher's OMP_NUM_THREADS (Ray sets it to a task's CPUs) caps the
-    count; `AUTOPILOT_TORCH_THREADS` sets it."""
-    chosen = _positive_int_env("AUTOPILOT_TORCH_THREADS")
-    if chosen is not None:
-        return chosen
+    The policy computes one group's actions while the other group's workers step (`rollout.collect`), so
+    its threads must stay off the workers' cores: a thread that spin-waits between ops on a core a worker
+    needs slows both down several times. A launcher's OMP_NUM_THREADS (Ray sets it to a task's CPUs) caps
+    the count; `AUTOPILOT_TORCH_THREADS` sets it (and still stays off the workers' cores)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     cores = min(cores, _positive_int_env("OMP_NUM_THREADS") or cores)
     workers = num_workers if num_workers > 1 else 0
-    return max(1, min(8, cores - workers))
+    free = max(1, cores - workers)
+    chosen = _positive_int_env("AUTOPILOT_TORCH_THREADS")
+    if chosen is None:
+        return min(8, free)
+    return min(chosen, free) if workers else chosen
 
 
 def use_torch_env(cfg: Config, device: torch.device) -> bool:
@@ -158,7 +161,10 @@ class Trainer:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.device = resolve_device(t.device)
-        torch.set_num_threads(torch_threads(cfg.vec.num_workers))
+        # Threads per phase (`torch_threads`): off the env workers' cores while they may step, all of them
+        # in the update, while they sleep.
+        self.rollout_threads, self.update_threads = torch_threads(cfg.vec.num_workers), torch_threads(1)
+        torch.set_num_threads(self.rollout_threads)
 
         self.maker = EnvMaker.for_env(cfg.env_name, cfg.env)
         env_device = self.device if use_torch_env(cfg, self.device) else None
@@ -278,6 +284,7 @@ class Trainer:
         t = self.cfg.train
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        torch.set_num_threads(self.rollout_threads)
         if not collect(self.policy, self.vec, self.buf, self.state, self._should_stop, timings):
             return None
         batch = make_batch(self.policy, self.buf, self.state, t.gamma, t.gae_lambda)
@@ -285,6 +292,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t1 = time.perf_counter()
+        torch.set_num_threads(self.update_threads)
         stats = ppo_update(self.policy, self.optimizer, batch, t)
         stats["explained_var"] = explained_variance(batch.values, batch.returns)
         t2 = time.perf_counter()

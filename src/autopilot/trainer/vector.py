@@ -258,12 +258,30 @@ class SharedMemoryVec:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self.actions[...] = actions
-        for conn in self.conns:
-            conn.send_bytes(_STEP)
-        for conn in self.conns:
-            if conn.recv_bytes() != _STEP:
-                raise WorkerError("env worker answered out of protocol")
+        everyone = range(len(self.conns))
+        self.step_send(everyone)
+        self.step_wait(everyone)
         return self.obs, self.rewards, self.terminals, self.truncations
+
+    # -- stepping part of the agents while the policy works on the rest (`rollout.collect`) ------------
+    def step_groups(self) -> list[tuple[int, int, range]]:
+        """The workers in two halves, as (first row, end row, workers): while one half steps its env objects,
+        the policy computes the other half's actions (PufferLib's double buffering). One group (no overlap
+        to be had) with a single worker."""
+        workers, rows = len(self.conns), self.num_agents // len(self.conns)
+        halves = [range(0, (workers + 1) // 2), range((workers + 1) // 2, workers)] if workers > 1 else [range(1)]
+        return [(h.start * rows, h.stop * rows, h) for h in halves]
+
+    def step_send(self, workers: range) -> None:
+        """Step these workers' env objects on the actions already in `self.actions` (their rows)."""
+        for w in workers:
+            self.conns[w].send_bytes(_STEP)
+
+    def step_wait(self, workers: range) -> None:
+        """Wait for these workers' step: their rows of obs, rewards, terminals and truncations are then new."""
+        for w in workers:
+            if self.conns[w].recv_bytes() != _STEP:
+                raise WorkerError("env worker answered out of protocol")
 
     def pop_episode_stats(self) -> dict[str, float]:
         return _sum_stats(self._call("stats"))
