@@ -39,7 +39,8 @@ def _has_hooks(optimizer: torch.optim.Optimizer) -> bool:
 def _fused_adam_state(optimizer: torch.optim.Optimizer) -> tuple | None:
     """(group, params, grads, exp_avgs, exp_avg_sqs, steps) when `optimizer` is a fused Adam(W) that
     `clip_and_step` can step directly, else None."""
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or len(optimizer.param_groups) != 1:
+    if (type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or len(optimizer.param_groups) != 1
+            or not hasattr(torch, "_fused_adam_") or not hasattr(torch, "_fused_adamw_")):
         return None
     group = optimizer.param_groups[0]
     if (not group.get("fused") or group.get("amsgrad") or group.get("maximize") or group.get("capturable")
@@ -78,7 +79,9 @@ def clip_and_step(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
     torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0))
     torch._foreach_add_(steps, 1)
     beta1, beta2 = group["betas"]
-    kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+    # AdamW's decoupled weight decay: a group flag in recent torch (AdamW subclasses Adam), the class before.
+    decoupled = group.get("decoupled_weight_decay", type(optimizer) is torch.optim.AdamW)
+    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
            beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None,
            found_inf=None)
