@@ -92,3 +92,24 @@ def test_fused_mlp_runs_under_inference_mode():
     with torch.inference_mode():
         logits, value = p(obs)
     assert torch.allclose(logits, _autograd_forward(p, obs)[:, :4], atol=1e-6) and value.shape == (9,)
+
+
+def test_update_buffers_and_their_views_are_made_once_per_size_and_survive_copies():
+    import copy
+    import pickle
+
+    p = ActorCritic(OBS, spaces.Box(-1, 1, (2,), np.float32), hidden_size=8, num_layers=2)
+    obs, act = torch.randn(6, 6), torch.randn(6, 2)
+    with torch.no_grad():
+        first = p.evaluate_for_backward(obs, act)[3]
+        again = p.evaluate_for_backward(obs, act)[3]
+    assert again[0] is first[0] and again[2][1] is first[2][1]  # the same buffers, the same hidden views
+    assert len(again[0].for_blocks(4)[0][0]) == 2  # 6 rows in blocks of 4: views per block size
+    with torch.no_grad():
+        for rows in (5, 7):  # a third row count replaces the cached ones
+            p.evaluate_for_backward(torch.randn(rows, 6), torch.randn(rows, 2))
+    assert set(p._buffer_cache["update"]) == {(7, obs.device, obs.dtype)}
+    for clone in (copy.deepcopy(p), pickle.loads(pickle.dumps(p))):  # copies train the same
+        assert torch.equal(clone(torch.ones(3, 6))[0], p(torch.ones(3, 6))[0])
+        with torch.no_grad():
+            assert torch.equal(clone.evaluate_for_backward(obs, act)[0], p.evaluate_for_backward(obs, act)[0])

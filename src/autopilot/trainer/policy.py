@@ -85,38 +85,13 @@ def _column_blocks(t: torch.Tensor, block_rows: int) -> tuple:
     return tuple((b, b.t()) for b in t.split(block_rows, dim=1))
 
 
-class BlockViews:
-    """The block views `mlp_forward` and `mlp_backward` work on, made once per buffer and reused.
-
-    The activation buffers, the rollout buffer's rows, and the update's minibatch rows and heads' outputs
-    are the same memory call after call; making their hundred-odd block views anew in Python on every call
-    cost more than some of the kernels they feed. Keyed by memory, shape, strides, dtype and device (and
-    inference mode: views made inside it may not be used outside); each entry holds its tensor, so that its
-    memory cannot go to another tensor while cached. `cache_outputs` says whether the heads' output
-    tensors are reused buffers too (the update's) or fresh every call (the rollout's: not worth keeping)."""
-
-    LIMIT = 64
-
-    def __init__(self, cache_outputs: bool):
-        self.cache_outputs = cache_outputs
-        self._cache: dict[tuple, tuple] = {}
-
-    def get(self, make, t: torch.Tensor, block_rows: int) -> tuple:
-        key = (make, t.data_ptr(), t.shape, t.stride(), t.dtype, t.device, block_rows,
-               torch.is_inference_mode_enabled())
-        hit = self._cache.get(key)
-        if hit is None:
-            if len(self._cache) >= self.LIMIT:
-                self._cache.clear()
-            hit = self._cache[key] = (t, make(t, block_rows))
-        return hit[1]
-
-    def outputs(self, t: torch.Tensor, block_rows: int) -> tuple:
-        return self.get(_column_blocks, t, block_rows) if self.cache_outputs else _column_blocks(t, block_rows)
+def layer_blocks(acts: list[torch.Tensor], block_rows: int) -> list[tuple]:
+    """Each layer's input (acts[0], then acts[1:]) as block views: what `mlp_forward` and `mlp_backward` read."""
+    return [_row_blocks(acts[0], block_rows), *(_activation_blocks(h, block_rows) for h in acts[1:])]
 
 
 def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_t: torch.Tensor,
-                views: BlockViews | None = None) -> torch.Tensor:
+                blocks: list[tuple] | None = None, out_blocks: tuple | None = None) -> torch.Tensor:
     """out^T = heads(tanh(... tanh([x | 1] [W1 | b1]^T) ...))^T, the heads' outputs as rows (out_t, heads × n),
     given acts[0] = [x | 1]; each hidden layer's output is kept in acts[1:] (`activation_buffers`) for the
     backward. The heads come out transposed because each output (a mean, a logit, the value) is then one
@@ -124,18 +99,15 @@ def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_
 
     The rows go through in blocks of `block_rows`, every layer per block, so a block's activations stay in
     the core's cache between the matmul that writes them and the tanh / next matmul that reads them.
-    `views` (`BlockViews`) keeps the blocks' views from call to call where the buffers are reused."""
+    `blocks` (`layer_blocks`) and `out_blocks` (`_column_blocks` of out_t): those views, where the caller
+    keeps them from call to call (its buffers are reused: making a hundred-odd views anew in Python on
+    every call cost more than some of the kernels they feed)."""
     last = len(weights) - 1
     wb_t = [torch.cat([w, b[:, None]], 1).t() for w, b in zip(weights, biases, strict=True)]  # [W | b]^T
     heads_w = wb_t[last].t()
-    if views is None:
-        blocks = [_row_blocks(acts[0], block_rows), *(_activation_blocks(h, block_rows) for h in acts[1:])]
-        outs = _column_blocks(out_t, block_rows)
-    else:
-        blocks = [views.get(_row_blocks, acts[0], block_rows),
-                  *(views.get(_activation_blocks, h, block_rows) for h in acts[1:])]
-        outs = views.outputs(out_t, block_rows)
-    for b, (out_block, _) in enumerate(outs):
+    blocks = layer_blocks(acts, block_rows) if blocks is None else blocks
+    out_blocks = _column_blocks(out_t, block_rows) if out_blocks is None else out_blocks
+    for b, (out_block, _) in enumerate(out_blocks):
         a, a_t = blocks[0][b]
         for i in range(last):
             block, block_t, pre_activation, ones = blocks[i + 1][b]
@@ -155,22 +127,18 @@ def gradient_buffers(block_rows: int, weights, like: torch.Tensor) -> list[torch
 
 def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, block_rows: int,
                  grad_w: list[torch.Tensor], grad_b: list[torch.Tensor], g_bufs: list[torch.Tensor],
-                 views: BlockViews | None = None) -> None:
+                 blocks: list[tuple] | None = None, grad_blocks: tuple | None = None) -> None:
     """Add d loss / d (W_i, b_i) into `grad_w`, `grad_b`, given d loss / d out^T and the `acts` the forward
     kept: per layer, from the heads down, d[W | b] += g^T [a | 1], then g <- (g W) * (1 - a^2) through the
     tanh that produced `a`; the matmuls and tanh derivative autograd would run, without its glue. A hidden
     layer's gradient accumulates transposed, [a | 1]^T g (the faster way round for these shapes), and the
-    running g lives in `g_bufs` (`gradient_buffers`). `views` as in `mlp_forward`."""
+    running g lives in `g_bufs` (`gradient_buffers`). `blocks`, `grad_blocks`: the views, as in
+    `mlp_forward`."""
     last = len(weights) - 1
     grad_heads = weights[last].new_zeros(weights[last].shape[0], weights[last].shape[1] + 1)
     grad_hidden_t = [w.new_zeros(w.shape[1] + 1, w.shape[0]) for w in weights[:last]]  # [dW | db]^T
-    if views is None:  # each layer's input, block by block, as (block, transpose, ...): the forward's views
-        blocks = [_row_blocks(acts[0], block_rows), *(_activation_blocks(h, block_rows) for h in acts[1:])]
-        grads = _column_blocks(grad_out_t, block_rows)
-    else:
-        blocks = [views.get(_row_blocks, acts[0], block_rows),
-                  *(views.get(_activation_blocks, h, block_rows) for h in acts[1:])]
-        grads = views.outputs(grad_out_t, block_rows)
+    blocks = layer_blocks(acts, block_rows) if blocks is None else blocks
+    grads = _column_blocks(grad_out_t, block_rows) if grad_blocks is None else grad_blocks
     for b, (g_t, g) in enumerate(grads):  # d loss / d (heads' outputs): heads × rows, and rows × heads
         rows = g_t.shape[1]
         grad_heads.addmm_(g_t, blocks[last][b][0])
@@ -185,6 +153,30 @@ def mlp_backward(acts: list[torch.Tensor], weights, grad_out_t: torch.Tensor, bl
         gb.add_(gt[-1])
     grad_w[last].add_(grad_heads[:, :-1])
     grad_b[last].add_(grad_heads[:, -1])
+
+
+class ReusedBuffers:
+    """One row count's buffers, reused call after call (no fresh pages to fault in): the activations
+    (`activation_buffers`), and for the update also the heads' outputs and their gradient, as rows. With
+    them, per block size: their block views (see `mlp_forward`) and the backward's running gradients
+    (`gradient_buffers`). All live and die together."""
+
+    def __init__(self, rows: int, weights, like: torch.Tensor, heads: int, update: bool):
+        self.weights = list(weights)
+        self.acts = activation_buffers(rows, weights, like)
+        self.outputs = tuple(like.new_empty(heads, rows) for _ in range(2)) if update else ()
+        self._per_block_size: dict[int, tuple] = {}
+
+    def for_blocks(self, block_rows: int) -> tuple[list[tuple], tuple | None, tuple | None, list[torch.Tensor]]:
+        """(the hidden layers' block views, the outputs' and their gradient's column blocks, the backward's
+        gradient buffers): made at the first call with this block size."""
+        if block_rows not in self._per_block_size:
+            like = self.acts[0]
+            hidden = [_activation_blocks(h, block_rows) for h in self.acts[1:]]
+            columns = [_column_blocks(t, block_rows) for t in self.outputs] or [None, None]
+            grads = gradient_buffers(min(block_rows, like.shape[0]), self.weights, like) if self.outputs else []
+            self._per_block_size[block_rows] = (hidden, *columns, grads)
+        return self._per_block_size[block_rows]
 
 
 class TanhMLP(torch.autograd.Function):
@@ -239,8 +231,7 @@ class ActorCritic(nn.Module):
         # `trunk` and `heads` hold the parameters (and their state_dict names); TanhMLP runs them. A plain
         # list, so the layers are not registered twice.
         self._linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.heads]
-        self._activation_cache: dict[str, dict] = {}  # `_activations`
-        self._views = {"update": BlockViews(cache_outputs=True), "rollout": BlockViews(cache_outputs=False)}
+        self._buffer_cache: dict[str, dict] = {}  # `_reused`
         # `parameters()` walks the module tree on every call; the update asks once per minibatch. (`.to()` and
         # `load_state_dict` change the parameters in place, so the list stays theirs.)
         self._parameters_list = list(self.parameters())
@@ -278,40 +269,35 @@ class ActorCritic(nn.Module):
             out = TanhMLP.apply(obs, block_rows_for(obs), *self._mlp_params())
         return out[:, : self.act_dim], out[:, self.act_dim]
 
-    def _activations(self, use: str, obs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], tuple]:
-        """(activation buffers; the backward's `gradient_buffers`, the heads' outputs and their gradient, as
-        rows: update only) for `obs.shape[0]` rows, reused call after call (no fresh pages to fault in): one
-        set for the update's minibatches, one for rollouts, each for at most two row counts."""
-        cache = self._activation_cache.setdefault(use, {})
+    def _reused(self, use: str, obs: torch.Tensor) -> ReusedBuffers:
+        """`ReusedBuffers` for `obs.shape[0]` rows: one set for the update's minibatches, one for rollouts,
+        each for at most two row counts (a minibatch size and its last chunk's; the agents and an
+        evaluation's)."""
+        cache = self._buffer_cache.setdefault(use, {})
         key = (obs.shape[0], obs.device, obs.dtype)
         if key not in cache:
-            if len(cache) >= 2:  # a minibatch size and its last chunk's; the agents and an evaluation's
+            if len(cache) >= 2:
                 cache.clear()
-            weights = self._weights_biases()[0]
-            if use == "update":
-                grads = gradient_buffers(min(block_rows_for(obs), obs.shape[0]), weights, obs)
-                outputs = tuple(obs.new_empty(self.act_dim + 1, obs.shape[0]) for _ in range(2))
-            else:
-                grads, outputs = [], ()
-            cache[key] = (activation_buffers(obs.shape[0], weights, obs), grads, outputs)
-        acts, grads, outputs = cache[key]
-        return list(acts), grads, outputs
+            cache[key] = ReusedBuffers(obs.shape[0], self._weights_biases()[0], obs, self.act_dim + 1,
+                                       update=use == "update")
+        return cache[key]
 
     @torch.no_grad()
     def _heads_t(self, obs: torch.Tensor, obs_with_ones: torch.Tensor | None = None,
-                 use: str = "rollout") -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple]:
-        """(the heads' outputs as rows, heads × n; the activations, the backward's gradient buffers and the
-        update's output buffers), without autograd. The outputs are in fresh memory for rollouts, in a
-        reused buffer for the update (valid until its next minibatch). `obs_with_ones`, [obs | 1] where the
-        caller has it, saves copying obs."""
-        acts, grads, outputs = self._activations(use, obs)
-        if obs_with_ones is not None:
-            acts[0] = obs_with_ones
-        else:
-            acts[0][:, :-1] = obs
-        out_t = outputs[0] if outputs else obs.new_empty(self.act_dim + 1, obs.shape[0])
-        out_t = mlp_forward(acts, *self._weights_biases(), block_rows_for(obs), out_t, self._views[use])
-        return out_t, acts, grads, outputs
+                 use: str = "rollout") -> tuple[torch.Tensor, ReusedBuffers, list[torch.Tensor], list[tuple]]:
+        """(the heads' outputs as rows, heads × n; the buffers; every layer's input, whole and as block views),
+        without autograd. The outputs are in fresh memory for rollouts, in a reused buffer for the update (valid
+        until its next minibatch). `obs_with_ones`, [obs | 1] where the caller has it, saves copying obs."""
+        bufs = self._reused(use, obs)
+        block_rows = block_rows_for(obs)
+        if obs_with_ones is None:
+            obs_with_ones = bufs.acts[0]
+            obs_with_ones[:, :-1] = obs
+        hidden, out_blocks, _, _ = bufs.for_blocks(block_rows)
+        blocks = [_row_blocks(obs_with_ones, block_rows), *hidden]
+        out_t = bufs.outputs[0] if bufs.outputs else obs.new_empty(self.act_dim + 1, obs.shape[0])
+        acts = [obs_with_ones, *bufs.acts[1:]]
+        return mlp_forward(acts, *self._weights_biases(), block_rows, out_t, blocks, out_blocks), bufs, acts, blocks
 
     def _mlp_params(self) -> list[torch.Tensor]:
         return [t for m in self._linears for t in (m.weight, m.bias)]
@@ -354,9 +340,9 @@ class ActorCritic(nn.Module):
                               obs_with_ones: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """`evaluate` without autograd, plus what `backward_into_grads` needs: (logprob, entropy, value, saved).
         `obs_with_ones`, [obs | 1] where the caller has it (a packed batch), saves copying obs."""
-        out_t, acts, grads, outputs = self._heads_t(obs, obs_with_ones, use="update")
+        out_t, bufs, acts, blocks = self._heads_t(obs, obs_with_ones, use="update")
         logprob, entropy, dist = self._logprob_entropy(out_t[: self.act_dim], action.t() if self.continuous else action)
-        return logprob, entropy, out_t[self.act_dim], (acts, grads, outputs[1], block_rows_for(obs), dist)
+        return logprob, entropy, out_t[self.act_dim], (bufs, acts, blocks, block_rows_for(obs), dist)
 
     def backward_into_grads(self, saved: tuple, d_logprob: torch.Tensor, d_entropy: float,
                             d_value: torch.Tensor) -> None:
@@ -367,7 +353,9 @@ class ActorCritic(nn.Module):
                                          d entropy / d log_std = 1 (per sample).
         Categorical, l = log-softmax:    d logprob / d logits = onehot(a) - p,
                                          d entropy / d logits = -p (l + entropy)."""
-        acts, g_bufs, grad_out_t, block_rows, dist = saved  # grad_out_t: d loss / d (heads' outputs), as rows
+        bufs, acts, blocks, block_rows, dist = saved
+        _, _, grad_blocks, g_bufs = bufs.for_blocks(block_rows)
+        grad_out_t = bufs.outputs[1]  # d loss / d (heads' outputs), as rows like the outputs
         for p in self._parameters_list:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -382,8 +370,8 @@ class ActorCritic(nn.Module):
             grad_out_t[: self.act_dim] = g
         grad_out_t[self.act_dim] = d_value
         weights, biases = self._weights_biases()
-        mlp_backward(acts, weights, grad_out_t, block_rows, [w.grad for w in weights], [b.grad for b in biases],
-                     g_bufs, self._views["update"])
+        mlp_backward(acts, weights, grad_out_t, block_rows, [w.grad for w in weights],
+                     [b.grad for b in biases], g_bufs, blocks, grad_blocks)
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """What the env receives, on the policy's device: continuous actions clipped to the space's bounds
