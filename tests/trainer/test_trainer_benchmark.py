@@ -33,4 +33,10 @@ def test_benchmark_reports_update_phase_and_whole_epochs_for_ours_legacy_and_sb3
     assert len(result["update_ratio_sb3_cpu_rounds"]) == 2 and len(result["ratio_native_rounds"]) == 1
     assert all(r > 0 for r in result["update_ratio_sb3_cpu_rounds"] + result["ratio_native_rounds"])
     assert "over 2 rounds" in out.stdout and "over 1 round)" in out.stdout
-    assert "--- 2 torch thread(s) for every trainer ---" in out.stdout
+    # One thread: everything on one core, as SB3 has it; two: our env in one worker per env object, stepping
+    # half the agents while the policy (one thread meanwhile) works on the other half.
+    assert [r["ours_workers"] for r in results] == [1, 2]
+    assert "--- 1 torch thread(s) for every trainer; ours steps its env in-process ---" in out.stdout
+    assert ("--- 2 torch thread(s) for every trainer; ours steps its env in 2 worker processes, half the agents "
+            "while the policy works on the other half, with 1 torch thread(s) meanwhile ---") in out.stdout
+    assert results[1]["epoch_sps"]["ours (cpu)"] > 0

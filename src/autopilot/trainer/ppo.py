@@ -8,8 +8,9 @@
    one; gradients clipped to `max_grad_norm`. The batch is shuffled once per update and cut into tiles
    of a few consecutive rows; each epoch deals the tiles out to minibatches in a fresh random order (see
    `ppo_update` for why). A minibatch is two copies from the packed batch into reused
-   buffers, the first of which the policy's first layer reads as it is; the optimizer and the clipping
-   run as fused / multi-tensor kernels (one call over all parameters, not a loop over them).
+   buffers, the first of which the policy's first layer reads as it is; the clipping and the optimizer
+   run as multi-tensor / fused kernels (one call over all parameters, not a loop over them), called
+   directly (`optim.clip_and_step`).
 4. The learning-rate schedule (`anneal_lr`: linear to zero over the run's epochs).
 
 Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and PufferLib.
