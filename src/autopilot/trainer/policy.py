@@ -103,8 +103,9 @@ def mlp_forward(acts: list[torch.Tensor], weights, biases, block_rows: int, out_
     keeps them from call to call (its buffers are reused: making a hundred-odd views anew in Python on
     every call cost more than some of the kernels they feed)."""
     last = len(weights) - 1
-    wb_t = [torch.cat([w, b[:, None]], 1).t() for w, b in zip(weights, biases, strict=True)]  # [W | b]^T
-    heads_w = wb_t[last].t()
+    wb = [torch.cat([w, b[:, None]], 1) for w, b in zip(weights, biases, strict=True)]  # [W | b]
+    wb_t = [x.t().contiguous() for x in wb[:last]]  # [W | b]^T, contiguous: MKL's faster layout here
+    heads_w = wb[last]
     blocks = layer_blocks(acts, block_rows) if blocks is None else blocks
     out_blocks = _column_blocks(out_t, block_rows) if out_blocks is None else out_blocks
     for b, (out_block, _) in enumerate(out_blocks):
