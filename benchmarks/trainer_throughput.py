@@ -444,30 +444,17 @@ def band(theirs: list[float], ours: list[float]) -> str:
     return f"{min(r):.2f}–{max(r):.2f}× over {len(r)} round{'s' if len(r) != 1 else ''}"
 
 
-def torch_threads_for(workers: int, threads: int) -> int:
-    """The torch threads our trainer runs its rollout with, given AUTOPILOT_TORCH_THREADS=threads."""
-    from autopilot.trainer.train import torch_threads
-
-    saved = os.environ.get("AUTOPILOT_TORCH_THREADS")
-    os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
-    try:
-        return torch_threads(workers)
-    finally:
-        if saved is None:
-            os.environ.pop("AUTOPILOT_TORCH_THREADS")
-        else:
-            os.environ["AUTOPILOT_TORCH_THREADS"] = saved
-
-
 def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
     """Both figures with `threads` torch threads for every trainer (ours reads AUTOPILOT_TORCH_THREADS)."""
+    from autopilot.trainer.train import torch_threads
+
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     workers = ours_workers(a, threads)
     result: dict = {"threads": threads, "ours_workers": workers}
     stepping = ("ours steps its env in-process" if workers == 1 else
                 f"ours steps its env in {workers} worker processes, half the agents while the policy works on "
-                f"the other half, with {torch_threads_for(workers, threads)} torch thread(s) meanwhile")
+                f"the other half, with {torch_threads(workers)} torch thread(s) meanwhile")
     print(f"--- {threads} torch thread(s) for every trainer; {stepping} ---")
 
     # 1. The update phase alone, same batch, interleaved rounds, medians.
