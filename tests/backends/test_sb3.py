@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,16 @@ def test_files_and_true_resume(tmp_path):
     summary = json.loads((tmp_path / "b" / "trainer_summary.json").read_text())
     assert summary["checkpoint"]["resume_kind"] == "warm" and summary["throughput"]["agent_steps"] == 512
     assert _adam_step(tmp_path / "b" / "checkpoints" / "latest.pt") == 2 * steps_a  # the optimizer continued
+
+
+def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    """SB3's default logger makes a tempdir/SB3-<time> folder per learn(); the backend's writes nothing."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    run_sb3(ensure_valid(config_from_dict(CARTPOLE)), tmp_path / "a", None)
+    assert (tmp_path / "a" / "metrics.jsonl").is_file()
+    assert list(temp.iterdir()) == []
 
 
 def test_autopilot_run_three_runs_with_sb3(tmp_path):

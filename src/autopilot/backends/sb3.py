@@ -154,6 +154,7 @@ def run_sb3(cfg: Config, run_dir: Path, resume: str | None) -> int:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
 
     from autopilot.atomic import append_text
     from autopilot.summary import TrainerSummary, write_summary
@@ -193,6 +194,9 @@ def run_sb3(cfg: Config, run_dir: Path, resume: str | None) -> int:
     else:
         model = PPO(cfg.extras.get("policy", "MlpPolicy"), env, verbose=0, **ppo_kwargs(cfg))
         target = cfg.train.total_timesteps
+    # A logger with no outputs: the rows read its values; SB3's default makes a tempdir/SB3-<time> folder per
+    # learn() call, left behind empty.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     start_steps = model.num_timesteps
     trained = {"steps": start_steps}
 
