@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 
@@ -121,7 +122,7 @@ def run_ours(a: argparse.Namespace, legacy: bool = False, device: str = "cpu", w
         out = io.StringIO()
         stdout, sys.stdout = sys.stdout, out
         swapped = {"ActorCritic": LegacyActorCritic, "make_optimizer": legacy_optimizer,
-                   "ppo_update": legacy_ppo_update} if legacy else {}
+                   "ppo_update": legacy_ppo_update, "UpdateHelpers": NoUpdateHelpers} if legacy else {}
         saved = {k: getattr(train_module, k) for k in swapped}
         try:
             for k, v in swapped.items():
@@ -289,7 +290,15 @@ def legacy_optimizer(policy, hp):
                **({"weight_decay": 0.01} if hp.optimizer == "adamw" else {}))
 
 
-def legacy_ppo_update(policy, optimizer, batch, hp, generator=None) -> dict[str, float]:
+class NoUpdateHelpers:
+    """The previous trainer had no update helpers: one process, intra-op threads."""
+
+    @staticmethod
+    def start(*args, **kwargs) -> None:
+        return None
+
+
+def legacy_ppo_update(policy, optimizer, batch, hp, generator=None, helpers=None) -> dict[str, float]:
     """The previous update: a row gather per minibatch, per-parameter gradient clipping."""
     from autopilot.trainer.ppo import STAT_KEYS, PackedBatch, normalize_advantages, ppo_loss
 
@@ -313,11 +322,14 @@ def legacy_ppo_update(policy, optimizer, batch, hp, generator=None) -> dict[str,
 
 def sb3_model(a: argparse.Namespace, env, n_steps: int, device: str = "cpu"):
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
-    return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=a.minibatch, n_epochs=a.update_epochs,
-               learning_rate=3e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
-               max_grad_norm=0.5, policy_kwargs=sb3_policy_kwargs(a.hidden, a.layers), device=device, seed=1,
-               verbose=0)
+    model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=a.minibatch, n_epochs=a.update_epochs,
+                learning_rate=3e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
+                max_grad_norm=0.5, policy_kwargs=sb3_policy_kwargs(a.hidden, a.layers), device=device, seed=1,
+                verbose=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default leaves an empty tempdir/SB3-<time>
+    return model
 
 
 def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
@@ -332,6 +344,7 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
     from autopilot.trainer.optim import make_optimizer
     from autopilot.trainer.policy import ActorCritic
     from autopilot.trainer.ppo import Batch, ppo_update
+    from autopilot.trainer.update_helpers import UpdateHelpers
 
     env, n_agents = sb3_native_env(a)
     model = sb3_model(a, env, a.batch // n_agents, device if with_sb3 else "cpu")
@@ -348,8 +361,17 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
     old_pol = LegacyActorCritic(*spaces, a.hidden, a.layers).to(device)
     ours_opt, old_opt = make_optimizer(ours_pol, hp), legacy_optimizer(old_pol, hp)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    runs = {"ours": lambda: ppo_update(ours_pol, ours_opt, batch, hp),
-            "legacy": lambda: legacy_ppo_update(old_pol, old_opt, batch, hp)}
+    threads = torch.get_num_threads()
+    # As our trainer does: on a CPU with more than one thread, a process per core, one thread each.
+    helpers = UpdateHelpers.start(ours_pol, (*spaces, a.hidden, a.layers), threads, a.batch, a.minibatch) \
+        if device == "cpu" else None
+
+    def ours() -> None:
+        torch.set_num_threads(1 if helpers is not None else threads)
+        ppo_update(ours_pol, ours_opt, batch, hp, helpers=helpers)
+        torch.set_num_threads(threads)
+
+    runs = {"ours": ours, "legacy": lambda: legacy_ppo_update(old_pol, old_opt, batch, hp)}
     if with_sb3:
         runs["sb3"] = model.train
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -357,15 +379,23 @@ def measure_update(a: argparse.Namespace, device: str, with_sb3: bool
     for _ in range(a.warmup):
         for run in runs.values():
             run()
+    helper_procs = [psutil.Process(pid) for pid in helpers.pids] if helpers is not None else []
+
+    def cpu_seconds(name: str) -> float:  # this process's, and for ours its update helpers' too
+        helpers_cpu = sum(sum(p.cpu_times()[:2]) for p in helper_procs) if name == "ours" else 0.0
+        return time.process_time() + helpers_cpu
+
     for _ in range(a.repeats):
         for name, run in runs.items():
             sync()
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), cpu_seconds(name)
             run()
             sync()
             times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+            cpu[name].append(cpu_seconds(name) - c0)
     env.close()
+    if helpers is not None:
+        helpers.close()
     return ({k: float(np.median(v)) for k, v in times.items()}, {k: float(np.median(v)) for k, v in cpu.items()},
             times)
 
@@ -447,6 +477,7 @@ def band(theirs: list[float], ours: list[float]) -> str:
 def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
     """Both figures with `threads` torch threads for every trainer (ours reads AUTOPILOT_TORCH_THREADS)."""
     from autopilot.trainer.train import torch_threads
+    from autopilot.trainer.update_helpers import parts_for
 
     os.environ["AUTOPILOT_TORCH_THREADS"] = str(threads)
     torch.set_num_threads(threads)
@@ -455,6 +486,9 @@ def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
     stepping = ("ours steps its env in-process" if workers == 1 else
                 f"ours steps its env in {workers} worker processes, half the agents while the policy works on "
                 f"the other half, with {torch_threads(workers)} torch thread(s) meanwhile")
+    parts = parts_for(threads, a.minibatch)
+    if parts > 1:
+        stepping += f"; its update runs on {parts} processes, one thread each (update helpers)"
     print(f"--- {threads} torch thread(s) for every trainer; {stepping} ---")
 
     # 1. The update phase alone, same batch, interleaved rounds, medians.
@@ -463,7 +497,8 @@ def measure_at(a: argparse.Namespace, threads: int, devices: list[str]) -> dict:
         if a.no_legacy:
             upd.pop("legacy", None)
         print(f"update phase on {dev} (median of {a.repeats} interleaved rounds, {a.batch:,} samples × "
-              f"{a.update_epochs} epochs; this process's CPU time in brackets; the ratio round by round):")
+              f"{a.update_epochs} epochs; CPU time in brackets, ours' update helpers' included; the ratio round "
+              "by round):")
         for name, sec in upd.items():
             rel = (f"   ours is {sec / upd['ours']:.2f}× faster ({upd_cpu[name] / upd_cpu['ours']:.2f}× in CPU time; "
                    f"{band(upd_rounds[name], upd_rounds['ours'])})" if name != "ours" else "")

@@ -363,7 +363,9 @@ class ActorCritic(nn.Module):
         if self.continuous:
             z, z_sq, inv_std = dist
             torch.mul(z, inv_std, out=grad_out_t[: self.act_dim]).mul_(d_logprob)
-            self.log_std.grad.add_((z_sq - 1.0).mul_(d_logprob).sum(1)).add_(d_entropy * z.shape[1])
+            # One add per chunk into .grad, as the update helpers add a chunk's gradient (`update_helpers`):
+            # serial and parallel updates then agree to the bit.
+            self.log_std.grad.add_((z_sq - 1.0).mul_(d_logprob).sum(1).add_(d_entropy * z.shape[1]))
         else:
             logits, probs, entropy, action = dist
             g = probs * (-d_logprob) - d_entropy * probs * (logits + entropy)

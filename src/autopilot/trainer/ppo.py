@@ -10,7 +10,8 @@
    `ppo_update` for why). A minibatch is two copies from the packed batch into reused
    buffers, the first of which the policy's first layer reads as it is; the clipping and the optimizer
    run as multi-tensor / fused kernels (one call over all parameters, not a loop over them), called
-   directly (`optim.clip_and_step`).
+   directly (`optim.clip_and_step`). On a CPU with several cores, helper processes compute parts of each
+   minibatch (`update_helpers`): the same update as chunks of `max_minibatch_size` = one part.
 4. The learning-rate schedule (`anneal_lr`: linear to zero over the run's epochs).
 
 Episode ends (`terminated | truncated`) cut the bootstrap, as in CleanRL and PufferLib.
@@ -20,11 +21,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from autopilot.config.model import TrainConfig
 from autopilot.trainer.optim import clip_and_step, zero_grads
+
+if TYPE_CHECKING:
+    from autopilot.trainer.update_helpers import UpdateHelpers
 
 # --------------------------------------------------------------------------------------------------
 # 1. Generalised advantage estimation
@@ -54,7 +59,13 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor
 
 
 def normalize_advantages(adv: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return (adv - adv.mean()) / (adv.std() + eps)
+    mean, scale = advantage_moments(adv, eps)
+    return (adv - mean) / scale
+
+
+def advantage_moments(adv: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std + eps): what `normalize_advantages` shifts by and divides by."""
+    return adv.mean(), adv.std() + eps
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,6 +91,11 @@ class Batch:
         return Batch(*(t[idx] for t in (self.obs, self.actions, self.logprobs, self.values, self.advantages,
                                           self.returns)))
 
+    def rows(self, sl: slice) -> Batch:
+        """A slice of the samples, as views."""
+        return Batch(self.obs[sl], self.actions[sl], self.logprobs[sl], self.values[sl], self.advantages[sl],
+                     self.returns[sl], None if self.obs_with_ones is None else self.obs_with_ones[sl])
+
 
 class PackedBatch:
     """A `Batch` packed into two float tensors, so that a minibatch is two copies instead of six: the rows
@@ -89,20 +105,35 @@ class PackedBatch:
     values are contiguous rows, which the loss's elementwise arithmetic reads fastest.
 
     `order`, a permutation of the samples, packs them in that order (one gather, here, for the update's
-    pre-shuffle); `take` gathers samples by index, `take_tiles` whole tiles of consecutive packed rows."""
+    pre-shuffle); `into`, two tensors of those shapes, packs into them (the update helpers' shared memory).
+    `take` gathers samples by index, `take_tiles` whole tiles of consecutive packed rows."""
 
-    def __init__(self, batch: Batch, order: torch.Tensor | None = None):
+    def __init__(self, batch: Batch, order: torch.Tensor | None = None,
+                 into: tuple[torch.Tensor, torch.Tensor] | None = None):
         n = len(batch)
-        self.act_shape, self.act_dtype = batch.actions.shape[1:], batch.actions.dtype
         act = batch.actions.reshape(n, -1).to(torch.float32)  # discrete ids < 2**24 are exact in float32
         if batch.obs_with_ones is not None:
-            self.data = batch.obs_with_ones
+            data = batch.obs_with_ones
         else:
-            self.data = torch.cat([batch.obs, batch.obs.new_ones(n, 1)], dim=1)
-        self.scalars = torch.cat([torch.stack([batch.logprobs, batch.values, batch.advantages, batch.returns]),
-                                  act.t()])
+            data = torch.cat([batch.obs, batch.obs.new_ones(n, 1)], dim=1)
+        scalars = torch.cat([torch.stack([batch.logprobs, batch.values, batch.advantages, batch.returns]), act.t()])
         if order is not None:
-            self.data, self.scalars = self.data.index_select(0, order), self.scalars.index_select(1, order)
+            data = torch.index_select(data, 0, order, out=None if into is None else into[0])
+            scalars = torch.index_select(scalars, 1, order, out=None if into is None else into[1])
+        elif into is not None:
+            data, scalars = into[0].copy_(data), into[1].copy_(scalars)
+        self._set(data, scalars, batch.actions.shape[1:], batch.actions.dtype)
+
+    @classmethod
+    def over(cls, data: torch.Tensor, scalars: torch.Tensor, act_shape: tuple[int, ...], act_dtype: torch.dtype
+             ) -> PackedBatch:
+        """A packed batch already laid out in `data` and `scalars` (another process's, in shared memory)."""
+        packed = cls.__new__(cls)
+        packed._set(data, scalars, act_shape, act_dtype)
+        return packed
+
+    def _set(self, data: torch.Tensor, scalars: torch.Tensor, act_shape, act_dtype: torch.dtype) -> None:
+        self.data, self.scalars, self.act_shape, self.act_dtype = data, scalars, tuple(act_shape), act_dtype
         self._gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
@@ -225,33 +256,49 @@ def minibatch_step(policy, optimizer: torch.optim.Optimizer, mb: Batch, hp: Trai
     autograd's (tested), without building a graph per minibatch. Any other policy goes through autograd."""
     advantages = normalize_advantages(mb.advantages)  # over the whole minibatch, before chunking
     n = len(mb)
-    chunk = min(n, max(1, int(hp.max_minibatch_size)))
-    by_hand = hasattr(policy, "evaluate_for_backward")
-    if by_hand:
+    if hasattr(policy, "evaluate_for_backward"):
         zero_grads(optimizer)  # kept allocated: the backward adds into them
     else:
         optimizer.zero_grad(set_to_none=True)
+    stats = part_gradients(policy, mb, advantages, hp, n)
+    clip_and_step(optimizer, hp.max_grad_norm)
+    return stats
+
+
+def part_gradients(policy, part: Batch, advantages: torch.Tensor, hp: TrainConfig, minibatch_rows: int
+                   ) -> torch.Tensor:
+    """`chunk_gradients` over `part` (a whole minibatch, or an update helper's share of one) in chunks of at
+    most `max_minibatch_size` rows; the sum of their stats."""
+    n = len(part)
+    chunk = min(n, max(1, int(hp.max_minibatch_size)))
     stats = None
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        part = mb if chunk == n else Batch(mb.obs[sl], mb.actions[sl], mb.logprobs[sl], mb.values[sl],
-                                           mb.advantages[sl], mb.returns[sl],
-                                           None if mb.obs_with_ones is None else mb.obs_with_ones[sl])
-        weight = (sl.stop - sl.start) / n
-        if by_hand:
-            with torch.no_grad():
-                new_logprob, entropy, new_value, saved = policy.evaluate_for_backward(
-                    part.obs, part.actions, obs_with_ones=part.obs_with_ones)
-                terms = LossTerms.of(new_logprob, entropy, new_value, part, advantages[sl], hp)
-                policy.backward_into_grads(saved, *terms.derivatives(hp, weight))
-            part_stats = terms.stats
-        else:
-            loss, part_stats = ppo_loss(policy, part, advantages[sl], hp)
-            (loss * weight).backward()
-        part_stats = part_stats if chunk == n else part_stats * weight  # one chunk: its weight is 1
+        part_stats = chunk_gradients(policy, part if chunk == n else part.rows(sl), advantages[sl], hp,
+                                     minibatch_rows)
         stats = part_stats if stats is None else stats + part_stats
-    clip_and_step(optimizer, hp.max_grad_norm)
     return stats
+
+
+def chunk_gradients(policy, part: Batch, advantages: torch.Tensor, hp: TrainConfig, minibatch_rows: int
+                    ) -> torch.Tensor:
+    """Add d (weight * loss on `part`) / d parameter into each `.grad`, weight = the part's share of its
+    minibatch's rows (so the parts' gradients sum to the whole minibatch's); return the part's stats, also
+    weighted (unweighted when the part is the whole minibatch). `advantages`: the part's, normalised over
+    the whole minibatch."""
+    rows = len(part)
+    weight = rows / minibatch_rows
+    if hasattr(policy, "evaluate_for_backward"):
+        with torch.no_grad():
+            new_logprob, entropy, new_value, saved = policy.evaluate_for_backward(
+                part.obs, part.actions, obs_with_ones=part.obs_with_ones)
+            terms = LossTerms.of(new_logprob, entropy, new_value, part, advantages, hp)
+            policy.backward_into_grads(saved, *terms.derivatives(hp, weight))
+        stats = terms.stats
+    else:
+        loss, stats = ppo_loss(policy, part, advantages, hp)
+        (loss * weight).backward()
+    return stats if rows == minibatch_rows else stats * weight
 
 
 # Consecutive rows of the once-shuffled batch that stay together in a minibatch (see `ppo_update`): at most
@@ -270,7 +317,8 @@ def shuffle_tile_rows(batch_size: int, minibatch_size: int) -> int:
 
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: TrainConfig,
-               generator: torch.Generator | None = None) -> dict[str, float]:
+               generator: torch.Generator | None = None, helpers: UpdateHelpers | None = None
+               ) -> dict[str, float]:
     """`update_epochs` shuffled passes of `minibatch_size` samples; returns the mean of each stat.
 
     The batch is shuffled once, into tiles of consecutive rows (`shuffle_tile_rows`), and each epoch deals
@@ -281,20 +329,30 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: Train
     shuffle would have it meet a quarter of them again anyway). What it buys: a minibatch is one contiguous copy
     per tile instead of a random gather per sample, which on a CPU waits on memory for every row and took
     about a tenth of the update at that size. Small minibatches (under 512) get the plain per-sample
-    shuffle: their tile would be a single row."""
+    shuffle: their tile would be a single row.
+
+    `helpers` (`update_helpers.UpdateHelpers`): other processes that each compute a part of every
+    minibatch's gradient on a core of their own; the same sampling, and the serial update's result with
+    `max_minibatch_size` = one part."""
     n, mb_size = len(batch), int(hp.minibatch_size)
     device = batch.obs.device
     tile = shuffle_tile_rows(n, mb_size)
     tiles, per_minibatch = n // tile, mb_size // tile
-    packed = PackedBatch(batch, order=torch.randperm(n, generator=generator).to(device) if tile > 1 else None)
+    order = torch.randperm(n, generator=generator).to(device) if tile > 1 else None
+    packed = PackedBatch(batch, order=order, into=None if helpers is None else helpers.packed_buffers())
+    if helpers is not None:
+        helpers.begin(hp, tile)
     total = torch.zeros(len(STAT_KEYS), device=device)
     steps = 0
     for _ in range(hp.update_epochs):
         perm = torch.randperm(tiles, generator=generator).to(device)
         for start in range(0, tiles, per_minibatch):
             ids = perm[start:start + per_minibatch]
-            mb = packed.take_tiles(ids, tile) if tile > 1 else packed.take(ids)
-            total += minibatch_step(policy, optimizer, mb, hp)
+            if helpers is not None:
+                total += helpers.minibatch_step(policy, optimizer, packed, ids, hp)
+            else:
+                mb = packed.take_tiles(ids, tile) if tile > 1 else packed.take(ids)
+                total += minibatch_step(policy, optimizer, mb, hp)
             steps += 1
     means = (total / max(steps, 1)).tolist()
     return dict(zip(STAT_KEYS, means, strict=True))

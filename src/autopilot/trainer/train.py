@@ -48,6 +48,7 @@ from autopilot.trainer.optim import make_optimizer
 from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import explained_variance, learning_rate, ppo_update
 from autopilot.trainer.rollout import RolloutBuffer, RolloutState, collect, evaluate, make_batch
+from autopilot.trainer.update_helpers import UpdateHelpers
 from autopilot.trainer.vector import TORCH_ENVS, EnvMaker, make_vector
 
 PROGRESS_EVERY_S = 5.0
@@ -128,6 +129,7 @@ class Trainer:
         self.best_score: float | None = None
         self.resume_kind: str | None = None
         self.vec = None
+        self.update_helpers: UpdateHelpers | None = None
         self.display: Any = None
         self._last_progress = 0.0
 
@@ -185,6 +187,14 @@ class Trainer:
             act_shape, act_dtype = (), torch.int64
         obs_dim = int(np.prod(self.vec.single_observation_space.shape))
         self.buf = RolloutBuffer(t.bptt_horizon, N, obs_dim, act_shape, act_dtype, self.device)
+        if self.device.type == "cpu" and self.update_threads > 1:
+            # A core per process in the update (`update_helpers`): several times what intra-op threads give.
+            spec = (self.vec.single_observation_space, self.vec.single_action_space, cfg.policy.hidden_size,
+                    cfg.policy.num_layers)
+            self.update_helpers = UpdateHelpers.start(self.policy, spec, self.update_threads, self.batch_size,
+                                                      int(t.minibatch_size))
+            if self.update_helpers is not None:
+                self.update_threads = 1
 
         self.window = TailWindow(cfg.autopilot.metrics_window)
         self.env_keys = list(ENV_DEFAULT_KEYS if cfg.env_name == "drone_delivery" else ("mean_reward", "episode_length"))
@@ -293,7 +303,7 @@ class Trainer:
             group["lr"] = lr
         t1 = time.perf_counter()
         torch.set_num_threads(self.update_threads)
-        stats = ppo_update(self.policy, self.optimizer, batch, t)
+        stats = ppo_update(self.policy, self.optimizer, batch, t, helpers=self.update_helpers)
         stats["explained_var"] = explained_variance(batch.values, batch.returns)
         t2 = time.perf_counter()
         self.agent_steps += self.batch_size
@@ -351,6 +361,8 @@ class Trainer:
             restore()
             if self.vec is not None:
                 self.vec.close()
+            if self.update_helpers is not None:
+                self.update_helpers.close()
             summary = self._summary(eval_block)
             write_summary(self.run_dir / "trainer_summary.json", summary)
         self._log(f"run {self.run_id} {self.status}: {self.agent_steps:,} steps, epoch {self.epoch}")
