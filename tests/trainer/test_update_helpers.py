@@ -174,3 +174,23 @@ def test_part_gradients_computes_at_most_max_minibatch_size_rows_at_once(monkeyp
     with torch.no_grad():
         ppo.part_gradients(_policy(spec), part, part.advantages, hp, 8192)
     assert sizes == [1500, 1500, 1096]
+
+
+def test_helpers_that_cannot_start_leave_the_update_in_one_process(tmp_path, monkeypatch):
+    from autopilot.config import config_from_dict, ensure_valid
+    from autopilot.trainer import train as train_module
+
+    def refuse(*args, **kwargs):
+        raise UpdateHelperError("an update helper process exited unexpectedly while starting")
+
+    monkeypatch.setattr(train_module.UpdateHelpers, "start", refuse)
+    monkeypatch.setenv("AUTOPILOT_TORCH_THREADS", "2")
+    cfg = ensure_valid(config_from_dict({
+        "env_name": "drone_delivery", "env": {"num_envs": 32, "num_drones": 8}, "vec": {"num_envs": 2},
+        "train": {"total_timesteps": 8192, "bptt_horizon": 16, "minibatch_size": 4096},
+        "autopilot": {"eval_episodes": 0}}))
+    trainer = train_module.Trainer(cfg, tmp_path / "run")
+    assert trainer.run(dashboard=False).status == "completed"
+    assert trainer.update_helpers is None and trainer.update_threads == 2
+    assert "update helpers did not start, so the update runs in this process" in \
+        (tmp_path / "run" / "train.log").read_text()

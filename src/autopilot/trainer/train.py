@@ -48,7 +48,7 @@ from autopilot.trainer.optim import make_optimizer
 from autopilot.trainer.policy import ActorCritic
 from autopilot.trainer.ppo import explained_variance, learning_rate, ppo_update
 from autopilot.trainer.rollout import RolloutBuffer, RolloutState, collect, evaluate, make_batch
-from autopilot.trainer.update_helpers import UpdateHelpers
+from autopilot.trainer.update_helpers import UpdateHelpers, spawn_bootstrapping
 from autopilot.trainer.vector import TORCH_ENVS, EnvMaker, make_vector
 
 PROGRESS_EVERY_S = 5.0
@@ -188,11 +188,17 @@ class Trainer:
         obs_dim = int(np.prod(self.vec.single_observation_space.shape))
         self.buf = RolloutBuffer(t.bptt_horizon, N, obs_dim, act_shape, act_dtype, self.device)
         if self.device.type == "cpu" and self.update_threads > 1:
-            # A core per process in the update (`update_helpers`): several times what intra-op threads give.
+            # The update on a process per core (`update_helpers`): 1.5× on two cores, where two intra-op threads
+            # gave 1.3×; the trainer itself then computes on one thread, as each helper does.
             spec = (self.vec.single_observation_space, self.vec.single_action_space, cfg.policy.hidden_size,
                     cfg.policy.num_layers)
-            self.update_helpers = UpdateHelpers.start(self.policy, spec, self.update_threads, self.batch_size,
-                                                      int(t.minibatch_size))
+            try:
+                self.update_helpers = UpdateHelpers.start(self.policy, spec, self.update_threads, self.batch_size,
+                                                          int(t.minibatch_size))
+            except (OSError, RuntimeError) as exc:  # no room in /dev/shm, a script without a __main__ guard, ...
+                if spawn_bootstrapping():  # we are a helper re-running an unguarded script: stop here, not train
+                    raise
+                self._log(f"update helpers did not start, so the update runs in this process: {exc}")
             if self.update_helpers is not None:
                 self.update_threads = 1
 

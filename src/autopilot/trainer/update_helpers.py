@@ -22,6 +22,7 @@ Helpers start with `spawn` (about two seconds, once per run) and sleep on their 
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import pickle
 import signal
 import traceback
@@ -43,6 +44,12 @@ _GO, _DONE, _QUIT, _HP, _READY, _ERROR = b"g", b"d", b"q", b"h", b"r", b"e"
 
 class UpdateHelperError(RuntimeError):
     """A helper process failed or exited; the message carries its traceback."""
+
+
+def spawn_bootstrapping() -> bool:
+    """Whether this process is a spawned child still importing its parent's main script (where starting
+    a process fails): then a script without a `__main__` guard is running again, and must not go on."""
+    return bool(getattr(mp.current_process(), "_inheriting", False))
 
 
 def parts_for(cores: int, minibatch_rows: int) -> int:
