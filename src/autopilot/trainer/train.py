@@ -188,19 +188,7 @@ class Trainer:
         obs_dim = int(np.prod(self.vec.single_observation_space.shape))
         self.buf = RolloutBuffer(t.bptt_horizon, N, obs_dim, act_shape, act_dtype, self.device)
         if self.device.type == "cpu" and self.update_threads > 1:
-            # The update on a process per core (`update_helpers`): 1.5× on two cores, where two intra-op threads
-            # gave 1.3×; the trainer itself then computes on one thread, as each helper does.
-            spec = (self.vec.single_observation_space, self.vec.single_action_space, cfg.policy.hidden_size,
-                    cfg.policy.num_layers)
-            try:
-                self.update_helpers = UpdateHelpers.start(self.policy, spec, self.update_threads, self.batch_size,
-                                                          int(t.minibatch_size))
-            except (OSError, RuntimeError) as exc:  # no room in /dev/shm, a script without a __main__ guard, ...
-                if spawn_bootstrapping():  # we are a helper re-running an unguarded script: stop here, not train
-                    raise
-                self._log(f"update helpers did not start, so the update runs in this process: {exc}")
-            if self.update_helpers is not None:
-                self.update_threads = 1
+            self._start_update_helpers()
 
         self.window = TailWindow(cfg.autopilot.metrics_window)
         self.env_keys = list(ENV_DEFAULT_KEYS if cfg.env_name == "drone_delivery" else ("mean_reward", "episode_length"))
@@ -211,6 +199,24 @@ class Trainer:
         self.sched_epoch, self.sched_epochs = 0, epochs
         if self.resume_path:
             self._resume(epochs)
+
+    def _start_update_helpers(self) -> None:
+        """The update on a process per core (`update_helpers`): 1.5× on two cores, where two intra-op threads
+        gave 1.3×; this process then computes on one thread, as each helper does. Where helpers cannot start
+        (no room in /dev/shm, a script without a `__main__` guard, a daemonic parent process, which
+        multiprocessing asserts has no children), the update stays in this process."""
+        cfg = self.cfg
+        spec = (self.vec.single_observation_space, self.vec.single_action_space, cfg.policy.hidden_size,
+                cfg.policy.num_layers)
+        try:
+            self.update_helpers = UpdateHelpers.start(self.policy, spec, self.update_threads, self.batch_size,
+                                                      int(cfg.train.minibatch_size))
+        except (OSError, RuntimeError, AssertionError) as exc:
+            if spawn_bootstrapping():  # we are a helper re-running an unguarded script: stop here, not train
+                raise
+            self._log(f"update helpers did not start, so the update runs in this process: {exc}")
+        if self.update_helpers is not None:
+            self.update_threads = 1
 
     def _resume(self, epochs: int) -> None:
         ckpt = ck.load_checkpoint(self.resume_path, self.device)
