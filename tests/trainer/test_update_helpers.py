@@ -12,7 +12,7 @@ from gymnasium import spaces
 from autopilot.config.model import TrainConfig
 from autopilot.trainer.optim import make_optimizer
 from autopilot.trainer.policy import ActorCritic
-from autopilot.trainer.ppo import Batch, ppo_update
+from autopilot.trainer.ppo import Batch, PackedBatch, ppo_update
 from autopilot.trainer.update_helpers import MIN_PART_ROWS, UpdateHelperError, UpdateHelpers, parts_for
 
 
@@ -194,3 +194,24 @@ def test_helpers_that_cannot_start_leave_the_update_in_one_process(tmp_path, mon
     assert trainer.update_helpers is None and trainer.update_threads == 2
     assert "update helpers did not start, so the update runs in this process" in \
         (tmp_path / "run" / "train.log").read_text()
+
+
+def test_an_update_whose_helper_died_raises_and_leaves_none_mid_step():
+    """Two helpers, the second killed after the update began: the minibatch raises (no hang); the first
+    helper's answer is taken, so it exits cleanly when closed."""
+    spec = _spec(False)
+    batch = _batch(12288, False)
+    hp = TrainConfig(batch_size=12288, minibatch_size=6144, bptt_horizon=16, update_epochs=1)
+    policy = _policy(spec)
+    helpers = UpdateHelpers.start(policy, spec, 3, 12288, 6144)
+    try:
+        packed = PackedBatch(batch, order=torch.randperm(12288), into=helpers.packed_buffers())
+        helpers.begin(hp, 64)
+        helpers._procs[1].kill()
+        helpers._procs[1].join()
+        with pytest.raises(UpdateHelperError, match="exited unexpectedly"):
+            helpers.minibatch_step(policy, make_optimizer(policy, hp), packed, torch.randperm(192)[:96], hp)
+        assert not helpers._conns[0].poll(1.0)  # its answer already taken: nothing arrives out of turn
+    finally:
+        helpers.close()
+    assert helpers._procs[0].exitcode == 0

@@ -128,8 +128,14 @@ class UpdateHelpers:
         """An update starts: its hyperparameters and tile size, to every helper."""
         self._tile = tile
         message = _HP + pickle.dumps((hp, tile))
-        for conn in self._conns:
-            conn.send_bytes(message)
+        for j in range(self.count):
+            self._send(j, message)
+
+    def _send(self, j: int, message: bytes) -> None:
+        try:
+            self._conns[j].send_bytes(message)
+        except OSError:  # its end of the pipe is closed: it has exited
+            raise UpdateHelperError("an update helper process exited unexpectedly") from None
 
     def minibatch_step(self, policy: ActorCritic, optimizer: torch.optim.Optimizer, packed: PackedBatch,
                        ids: torch.Tensor, hp: TrainConfig) -> torch.Tensor:
@@ -141,23 +147,24 @@ class UpdateHelpers:
         mean, scale = advantage_moments(adv)
         shared.moments[0], shared.moments[1] = mean, scale
         shared.sizes[0] = rows
-        for j, part in enumerate(parts[1:]):
-            shared.ids[j, :part.shape[0]] = part
-            shared.sizes[1 + j] = part.shape[0]
-            self._conns[j].send_bytes(_GO)
-        pending = list(range(len(parts) - 1))
+        pending: list[int] = []  # the helpers computing their part
         try:
+            for j, part in enumerate(parts[1:]):
+                shared.ids[j, :part.shape[0]] = part
+                shared.sizes[1 + j] = part.shape[0]
+                self._send(j, _GO)
+                pending.append(j)
             zero_grads(optimizer)
             mine = _take(packed, parts[0], tile)
             stats = part_gradients(policy, mine, (mine.advantages - mean) / scale, hp, rows)
             grads = [p.grad for p in shared.params]
             while pending:  # in part order: the serial update's order of summation
-                self._expect(self._conns[pending[0]], _DONE)
                 j = pending.pop(0)
+                self._expect(self._conns[j], _DONE)
                 torch._foreach_add_(grads, shared.grads[j])
                 stats = stats + shared.stats[j]
         finally:
-            for j in pending:  # this minibatch failed here: take the helpers' answers, so the next one starts clean
+            for j in pending:  # this minibatch failed here: take the other helpers' answers (none is left mid-step)
                 try:
                     self._expect(self._conns[j], _DONE)
                 except UpdateHelperError:
