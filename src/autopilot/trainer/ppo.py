@@ -149,7 +149,10 @@ class PackedBatch:
 
     def take_tiles(self, tiles: torch.Tensor, tile_rows: int) -> Batch:
         """Packed rows [t * tile_rows, (t + 1) * tile_rows) for each t in `tiles`, in that order: `take` of
-        those rows, as one contiguous copy per tile (valid until the next `take` or `take_tiles`)."""
+        those rows, as one contiguous copy per tile (valid until the next `take` or `take_tiles`). Tiles of
+        one row are samples: `take`."""
+        if tile_rows == 1:
+            return self.take(tiles)
         k = tiles.shape[0]
         rows, scalars = self._buffers(k * tile_rows)
         torch.index_select(self.data.view(-1, tile_rows * self.data.shape[1]), 0, tiles,
@@ -157,6 +160,10 @@ class PackedBatch:
         torch.index_select(self.scalars.view(self.scalars.shape[0], -1, tile_rows), 1, tiles,
                            out=scalars.view(scalars.shape[0], k, tile_rows))
         return self._minibatch(rows, scalars)
+
+    def advantages(self, tiles: torch.Tensor, tile_rows: int) -> torch.Tensor:
+        """The advantages of `take_tiles(tiles, tile_rows)`'s samples, in its order (a fresh tensor)."""
+        return self.scalars[2].view(-1, tile_rows).index_select(0, tiles).reshape(-1)
 
     def _buffers(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         if m not in self._gathered:
@@ -351,8 +358,7 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: Batch, hp: Train
             if helpers is not None:
                 total += helpers.minibatch_step(policy, optimizer, packed, ids, hp)
             else:
-                mb = packed.take_tiles(ids, tile) if tile > 1 else packed.take(ids)
-                total += minibatch_step(policy, optimizer, mb, hp)
+                total += minibatch_step(policy, optimizer, packed.take_tiles(ids, tile), hp)
             steps += 1
     means = (total / max(steps, 1)).tolist()
     return dict(zip(STAT_KEYS, means, strict=True))

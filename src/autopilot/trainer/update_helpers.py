@@ -34,7 +34,7 @@ import torch.multiprocessing as tmp
 from autopilot.config.model import TrainConfig
 from autopilot.trainer.optim import clip_and_step, zero_grads
 from autopilot.trainer.policy import CPU_BLOCK_ROWS, ActorCritic
-from autopilot.trainer.ppo import STAT_KEYS, Batch, PackedBatch, advantage_moments, part_gradients
+from autopilot.trainer.ppo import STAT_KEYS, PackedBatch, advantage_moments, part_gradients
 
 # The fewest rows worth a process of its own: one block of the CPU forward (`policy.CPU_BLOCK_ROWS`).
 MIN_PART_ROWS = CPU_BLOCK_ROWS
@@ -143,8 +143,7 @@ class UpdateHelpers:
         shared, tile = self._shared, self._tile
         rows = ids.shape[0] * tile
         parts = ids.split(-(-ids.shape[0] // (self.count + 1)))  # ceil: the serial update's chunks
-        adv = packed.scalars[2].view(-1, tile).index_select(0, ids).reshape(-1)
-        mean, scale = advantage_moments(adv)
+        mean, scale = advantage_moments(packed.advantages(ids, tile))
         shared.moments[0], shared.moments[1] = mean, scale
         shared.sizes[0] = rows
         pending: list[int] = []  # the helpers computing their part
@@ -155,7 +154,7 @@ class UpdateHelpers:
                 self._send(j, _GO)
                 pending.append(j)
             zero_grads(optimizer)
-            mine = _take(packed, parts[0], tile)
+            mine = packed.take_tiles(parts[0], tile)
             stats = part_gradients(policy, mine, (mine.advantages - mean) / scale, hp, rows)
             grads = [p.grad for p in shared.params]
             while pending:  # in part order: the serial update's order of summation
@@ -203,10 +202,6 @@ class UpdateHelpers:
             conn.close()
 
 
-def _take(packed: PackedBatch, ids: torch.Tensor, tile: int) -> Batch:
-    return packed.take_tiles(ids, tile) if tile > 1 else packed.take(ids)
-
-
 def _serve(conn, spec: tuple, shared: _Shared, index: int) -> None:
     """A helper's life: a policy whose parameters are the trainer's (shared), its own gradients (shared);
     per b"g", its part of the minibatch's gradient and stats, then b"d"."""
@@ -230,7 +225,7 @@ def _serve(conn, spec: tuple, shared: _Shared, index: int) -> None:
             if message[:1] == _HP:
                 hp, tile = pickle.loads(message[1:])
                 continue
-            mine = _take(packed, shared.ids[index, :int(shared.sizes[1 + index])], tile)
+            mine = packed.take_tiles(shared.ids[index, :int(shared.sizes[1 + index])], tile)
             torch._foreach_zero_(grads)
             advantages = (mine.advantages - shared.moments[0]) / shared.moments[1]
             shared.stats[index].copy_(part_gradients(policy, mine, advantages, hp, int(shared.sizes[0])))
